@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# jaxcnn's one entry point: set-up, the demo, the tests, and launching experiments
+# locally, on several local processes, under SLURM or on a TPU VM pod.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${JAXCNN_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+usage() {
+  cat <<'USAGE'
+usage: ./launch.sh COMMAND [args]
+
+  setup                          create .venv (if missing) and install jaxcnn[dev]
+  demo                           train LeNet-5 on the embedded MNIST digits, then print its table
+  test [pytest args]             run the whole test suite
+  run SCRIPT [flags]             python -m experiments.SCRIPT flags
+  local-multi N SCRIPT [flags]   N processes on this machine joined by jax.distributed
+  slurm [--dry-run] SCRIPT [flags]
+                                 srun over $NODES nodes x $TASKS_PER_NODE tasks
+                                 (env: NODES=1 TASKS_PER_NODE=1 GPUS_PER_TASK=1 PARTITION TIME)
+  tpu [--dry-run] TPU_NAME ZONE SCRIPT [flags]
+                                 run on every worker of a TPU VM (gcloud ... ssh --worker=all)
+USAGE
+}
+
+setup() {
+  if [ ! -x "$PY" ]; then
+    echo "[launch] creating $VENV with $(command -v python3)"
+    python3 -m venv "$VENV"
+  fi
+  local stamp="$VENV/.jaxcnn-installed" want
+  want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[launch] installing jaxcnn[dev] into $VENV (first run takes a few minutes)"
+    "$PY" -m pip install --quiet --upgrade pip
+    "$PY" -m pip install --quiet -e "$ROOT[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+quiet_env() {
+  export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+show() {  # print a command as one shell-quoted line
+  printf '%q ' "$@" | sed 's/ $//'
+  echo
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  setup)
+    setup ;;
+  demo)
+    setup; quiet_env; cd "$ROOT"
+    workdir="${WORKDIR:-$ROOT/runs/demo}"
+    "$PY" -m experiments.train --config=experiments/configs/lenet5_mnist.py --workdir="$workdir" "$@"
+    "$PY" -m experiments.summary --model=lenet5 --input=32,32,3 --num_classes=10 ;;
+  test)
+    setup; quiet_env; cd "$ROOT"
+    "$PY" -m pytest "$@" ;;
+  run)
+    [ $# -ge 1 ] || { usage; exit 2; }
+    setup; quiet_env; cd "$ROOT"
+    script="$1"; shift
+    exec "$PY" -m "experiments.$script" "$@" ;;
+  local-multi)
+    [ $# -ge 2 ] || { usage; exit 2; }
+    n="$1"; script="$2"; shift 2
+    setup; quiet_env; cd "$ROOT"
+    port="${JAXCNN_PORT:-$((20000 + RANDOM % 20000))}"
+    pids=()
+    for ((i = 0; i < n; i++)); do
+      JAXCNN_COORDINATOR="127.0.0.1:$port" JAXCNN_NUM_PROCESSES="$n" JAXCNN_PROCESS_ID="$i" \
+        "$PY" -m "experiments.$script" "$@" &
+      pids+=("$!")
+    done
+    status=0
+    for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+    exit "$status" ;;
+  slurm)
+    dry=0; if [ "${1:-}" = "--dry-run" ]; then dry=1; shift; fi
+    [ $# -ge 1 ] || { usage; exit 2; }
+    script="$1"; shift
+    line=(srun --nodes="${NODES:-1}" --ntasks-per-node="${TASKS_PER_NODE:-1}"
+          --gpus-per-task="${GPUS_PER_TASK:-1}")
+    [ -n "${PARTITION:-}" ] && line+=(--partition="$PARTITION")
+    [ -n "${TIME:-}" ] && line+=(--time="$TIME")
+    # jax.distributed.initialize() reads SLURM's environment on each task.
+    line+=(env JAXCNN_DISTRIBUTED=1 "$PY" -m "experiments.$script" "$@")
+    if [ "$dry" = 1 ]; then show "${line[@]}"; exit 0; fi
+    setup; quiet_env; cd "$ROOT"; exec "${line[@]}" ;;
+  tpu)
+    dry=0; if [ "${1:-}" = "--dry-run" ]; then dry=1; shift; fi
+    [ $# -ge 3 ] || { usage; exit 2; }
+    tpu_name="$1"; zone="$2"; script="$3"; shift 3
+    remote="cd ~/jaxcnn && JAXCNN_DISTRIBUTED=1 ./launch.sh run $script$(printf ' %q' "$@")"
+    line=(gcloud compute tpus tpu-vm ssh "$tpu_name" --zone="$zone" --worker=all
+          --command="$remote")
+    if [ "$dry" = 1 ]; then show "${line[@]}"; exit 0; fi
+    exec "${line[@]}" ;;
+  -h|--help|help|"")
+    usage ;;
+  *)
+    echo "launch.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
+esac
