@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Pads = Sequence[tuple[int, int]]
 
@@ -46,16 +47,16 @@ def pool2d(
     dims, strides = (1, window, window, 1), (1, stride, stride, 1)
     full = [(0, 0), *pads, (0, 0)]
     if kind == "max":
-        init = jnp.array(-jnp.inf, x.dtype)
-        return jax.lax.reduce_window(x, init, jax.lax.max, dims, strides, full)
-    summed = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, dims, strides, full)
+        # Python-scalar init values let JAX recognise the monoid and differentiate it.
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, full)
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, full)
     if not ceil_mode:
         return summed / (window * window)
     # Count the real + symmetric-pad positions in each window (excludes ceil-mode overhang).
     sym = [(0, 0), *[tuple(p) for p in padding], (0, 0)]
     ones = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), sym)
     extra = [(0, 0)] + [(0, hi - s[1]) for (_, hi), s in zip(pads, sym[1:3])] + [(0, 0)]
-    counts = jax.lax.reduce_window(ones, jnp.array(0, x.dtype), jax.lax.add, dims, strides, extra)
+    counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, extra)
     return summed / counts
 
 
@@ -91,3 +92,72 @@ class GlobalAvgPool(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         return jnp.mean(x, axis=(1, 2))
+
+
+def _adaptive_matrix(n: int, out: int) -> np.ndarray:
+    """(out, n) averaging matrix with torch's adaptive bins [floor(i*n/out), ceil((i+1)*n/out))."""
+    matrix = np.zeros((out, n), np.float32)
+    for i in range(out):
+        start, end = (i * n) // out, -((-(i + 1) * n) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+class AdaptiveAvgPool(nn.Module):
+    """torch's AdaptiveAvgPool2d over NHWC: (N, H, W, C) -> (N, out_h, out_w, C)."""
+
+    output_size: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(f"AdaptiveAvgPool expects NHWC input, got shape {x.shape}")
+        (h, w), (oh, ow) = x.shape[1:3], self.output_size
+        if (h, w) == (oh, ow):
+            return x
+        if h % oh == 0 and w % ow == 0:
+            return x.reshape(x.shape[0], oh, h // oh, ow, w // ow, x.shape[3]).mean(axis=(2, 4))
+        rows = jnp.asarray(_adaptive_matrix(h, oh), x.dtype)
+        cols = jnp.asarray(_adaptive_matrix(w, ow), x.dtype)
+        return jnp.einsum("nhwc,ih,jw->nijc", x, rows, cols, precision=jax.lax.Precision.HIGHEST)
+
+
+# One spatial step of a network's trunk: (window, stride, symmetric padding, ceil_mode).
+SideOp = tuple[int, int, int, bool]
+
+
+def output_side(n: int, steps: Sequence[SideOp]) -> int | None:
+    """Side length after `steps` (torch's conv/pool formulas), or None if a step cannot fit."""
+    for window, stride, pad, ceil_mode in steps:
+        if ceil_mode:
+            out = -(-(n + 2 * pad - window) // stride) + 1
+            if (out - 1) * stride >= n + pad:  # torch: last window must start inside input
+                out -= 1
+        else:
+            out = (n + 2 * pad - window) // stride + 1 if n + 2 * pad >= window else 0
+        if out < 1:
+            return None
+        n = out
+    return n
+
+
+def min_input_side(steps: Sequence[SideOp], limit: int = 4096) -> int:
+    """Smallest input side for which every one of `steps` fits."""
+    for n in range(1, limit + 1):
+        if output_side(n, steps) is not None:
+            return n
+    raise ValueError(f"no input side up to {limit} fits the steps {list(steps)}")
+
+
+def check_image(x: jax.Array, model: str, min_side: int) -> None:
+    """Raise a ValueError naming `model` unless x is NHWC with H, W >= min_side."""
+    if x.ndim != 4:
+        raise ValueError(
+            f"{model}: input x must be NHWC (N, H, W, C), expected rank 4; received shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.shape[1] < min_side or x.shape[2] < min_side:
+        raise ValueError(
+            f"{model}: input x is too small for the network's strides: expected "
+            f"(N, H, W, C) with H, W >= {min_side}; received shape {tuple(x.shape)}"
+        )

@@ -1,0 +1,215 @@
+"""TensorFlow Datasets input pipelines: per-host splits, seeded and resumable, padded eval."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+# Per-dataset facts: eval split, per-channel mean/std of [0, 1] pixels, default augmentation.
+KNOWN_DATASETS = {
+    "mnist": ("test", (0.1307,), (0.3081,), "none"),
+    "fashion_mnist": ("test", (0.2860,), (0.3530,), "none"),
+    "cifar10": ("test", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip"),
+    "cifar100": ("test", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop_flip"),
+    "imagenette": ("validation", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "inception_crop"),
+    "imagenet2012": ("validation", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "inception_crop"),
+}
+EVAL_CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then centre-crop
+
+
+def _tf():
+    import tensorflow as tf
+
+    # TF must never claim an accelerator that JAX is about to use.
+    tf.config.set_visible_devices([], "GPU")
+    return tf
+
+
+def _not_prepared_message(name: str, builder_dir: str) -> str:
+    return (
+        f"TFDS dataset {name!r} is not prepared under {builder_dir!r}. Prepare it on a machine "
+        f"with network access (`tfds build {name} --data_dir=DIR`, or run once with "
+        f"config.download=True), then point config.data_dir at DIR; imagenet2012 also needs "
+        f"the manual download in DIR/downloads/manual. Offline, use dataset='embedded_mnist', "
+        f"'npz:PATH' or 'folder:PATH'."
+    )
+
+
+def open_builder(name: str, data_dir: str | None, download: bool):
+    """The TFDS builder for `name`, prepared; fails at once with a how-to if it is not."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # unknown names, registry problems
+        raise ValueError(f"cannot open TFDS dataset {name!r} (data_dir={data_dir!r}): {error}") \
+            from error
+    if download:
+        builder.download_and_prepare()
+    elif not os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+        raise FileNotFoundError(_not_prepared_message(name, builder.data_dir))
+    return builder
+
+
+def _to_float(tf, image):
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def _fit_eval(tf, image, size):
+    """Pad a smaller image to `size`; resize+centre-crop a larger one (ImageNet eval)."""
+    h, w = size
+    shape = tf.shape(image)
+    if image.shape[0] is not None and image.shape[0] <= h and image.shape[1] <= w:
+        return tf.image.resize_with_crop_or_pad(image, h, w)
+    scale = tf.cast(max(h, w), tf.float32) / EVAL_CROP_FRACTION / tf.cast(
+        tf.minimum(shape[0], shape[1]), tf.float32)
+    new = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
+    image = tf.image.resize(image, new, antialias=True)
+    return tf.image.resize_with_crop_or_pad(image, h, w)
+
+
+def _augment(tf, image, size, kind, seed):
+    """Train-time augmentation with stateless ops seeded per example (resumable)."""
+    h, w = size
+    if kind == "inception_crop":
+        begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([1, 0, 4]), seed=seed, area_range=(0.08, 1.0),
+            aspect_ratio_range=(3 / 4, 4 / 3), use_image_if_no_bounding_boxes=True)
+        image = tf.image.resize(tf.slice(image, begin, crop), (h, w), antialias=True)
+    else:
+        image = _fit_eval(tf, image, size)
+        if kind == "crop_flip":
+            image = tf.image.resize_with_crop_or_pad(image, h + 8, w + 8)
+            image = tf.image.stateless_random_crop(image, (h, w, image.shape[-1]), seed=seed)
+    if kind != "none":
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    return image
+
+
+@dataclasses.dataclass
+class TFDSDataset:
+    """A TFDS classification dataset with the same batch interface as ArrayDataset."""
+
+    name: str
+    data_dir: str | None = None
+    image_size: tuple[int, int] | None = None
+    augment: str | None = None
+    download: bool = False
+    train_split: str = "train"
+    eval_split: str | None = None
+    shuffle_buffer: int = 16_384
+
+    def __post_init__(self):
+        known = KNOWN_DATASETS.get(self.name, ("test", None, None, "none"))
+        self.eval_split = self.eval_split or known[0]
+        self.augment = self.augment or known[3]
+        self.builder = open_builder(self.name, self.data_dir, self.download)
+        info = self.builder.info
+        image_feature = info.features["image"]
+        native = image_feature.shape[:2]
+        if self.image_size is None:
+            if None in native:
+                raise ValueError(f"{self.name} has variable image sizes; set config.image_size")
+            self.image_size = tuple(native)
+        self.channels = image_feature.shape[-1]
+        self.num_classes = info.features["label"].num_classes
+        splits = info.splits
+        self.num_train = splits[self.train_split].num_examples if self.train_split in splits \
+            else 0
+        self.num_eval = splits[self.eval_split].num_examples if self.eval_split in splits else 0
+        if not self.num_train:
+            raise ValueError(f"{self.name}: split {self.train_split!r} is missing or empty "
+                             f"(splits: {list(splits)})")
+        channels = self.channels
+        self.mean = np.array(known[1] or (0.5,) * channels, np.float32)
+        self.std = np.array(known[2] or (0.25,) * channels, np.float32)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        return max(1, self.num_train // global_batch)
+
+    def _host_split(self, split: str, process_index: int, process_count: int, drop: bool):
+        import tensorflow_datasets as tfds
+
+        if process_count == 1:
+            return split
+        return tfds.even_splits(split, n=process_count, drop_remainder=drop)[process_index]
+
+    def _read(self, split: str, shuffle_seed: int | None):
+        import tensorflow_datasets as tfds
+
+        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+        return self.builder.as_dataset(
+            split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
+
+    def train_batches(
+        self, global_batch: int, *, seed: int, start_step: int = 0,
+        process_index: int = 0, process_count: int = 1,
+    ) -> Iterator[Batch]:
+        """Endless local batches from `start_step` on (skipping is done before decoding)."""
+        tf = _tf()
+        local = global_batch // process_count
+        split = self._host_split(self.train_split, process_index, process_count, True)
+        ds = self._read(split, shuffle_seed=seed).repeat()
+        ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.enumerate().skip(start_step * local)
+        decoder = self.builder.info.features["image"]
+        size, kind, base = self.image_size, self.augment, seed
+
+        def prepare(index, example):
+            image = _to_float(tf, decoder.decode_example(example["image"]))
+            example_seed = tf.stack([tf.cast(base, tf.int64), index])
+            return {"image": _augment(tf, image, size, kind, example_seed),
+                    "label": tf.cast(example["label"], tf.int32)}
+
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        yield from ds.as_numpy_iterator()
+
+    def eval_batches(
+        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
+    ) -> Iterator[Batch]:
+        """Each host's share once; every host yields the same number of masked batches."""
+        tf = _tf()
+        local = global_batch // process_count
+        split = self._host_split(self.eval_split, process_index, process_count, False)
+        decoder = self.builder.info.features["image"]
+        size = self.image_size
+
+        def prepare(example):
+            image = _to_float(tf, decoder.decode_example(example["image"]))
+            return {"image": _fit_eval(tf, image, size),
+                    "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(1.0)}
+
+        ds = self._read(split, shuffle_seed=None).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(local).prefetch(tf.data.AUTOTUNE)
+        num_batches = math.ceil(math.ceil(self.num_eval / process_count) / local)
+        produced = 0
+        for batch in ds.as_numpy_iterator():
+            if produced == num_batches:
+                break
+            yield _pad_batch(batch, local)
+            produced += 1
+        empty = {"image": np.zeros((local, *self.image_shape), np.float32),
+                 "label": np.zeros((local,), np.int32), "mask": np.zeros((local,), np.float32)}
+        for _ in range(produced, num_batches):
+            yield empty
+
+
+def _pad_batch(batch: Batch, size: int) -> Batch:
+    n = len(batch["label"])
+    if n == size:
+        return batch
+    return {key: np.concatenate([value, np.zeros((size - n, *value.shape[1:]), value.dtype)])
+            for key, value in batch.items()}

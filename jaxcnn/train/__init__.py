@@ -1,0 +1,23 @@
+"""The training machinery shared by every task."""
+
+from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.config import check_keys, default_config, override, to_steps
+from jaxcnn.train.loop import (
+    Task,
+    TrainResult,
+    classification_task,
+    evaluate,
+    init_state,
+    make_steps,
+    train_and_evaluate,
+)
+from jaxcnn.train.optim import make_optimizer, make_schedule
+from jaxcnn.train.sharding import initialize_distributed, make_mesh, to_global
+from jaxcnn.train.state import TrainState
+
+__all__ = [
+    "Checkpointer", "Task", "TrainResult", "TrainState", "check_keys", "classification_task",
+    "default_config", "evaluate", "init_state", "initialize_distributed", "make_mesh",
+    "make_optimizer", "make_schedule", "make_steps", "override", "to_global", "to_steps",
+    "train_and_evaluate",
+]
