@@ -162,7 +162,8 @@ class TFDSDataset:
         local = global_batch // process_count
         split = self._host_split(self.train_split, process_index, process_count, True)
         ds = self._read(split, shuffle_seed=seed).repeat()
-        ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(self.shuffle_buffer, self.num_train), seed=seed,
+                        reshuffle_each_iteration=True)
         ds = ds.enumerate().skip(start_step * local)
         decoder = self.builder.info.features["image"]
         size, kind, base = self.image_size, self.augment, seed

@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -23,7 +24,8 @@ class Checkpointer:
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -43,6 +45,20 @@ class Checkpointer:
                     step, self.directory, type(error).__name__, error,
                 )
         return None, None
+
+    def restore_arrays(self, step: int | None = None) -> Any:
+        """The saved tree (nested dicts) at `step` (default: latest) on this host's first device.
+
+        Works whatever mesh wrote the checkpoint, so a run from 8 devices can be read on 1.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype,
+                                                                sharding=device),
+                              self.manager.item_metadata(step))
+        return self.manager.restore(step, args=ocp.args.StandardRestore(target))
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

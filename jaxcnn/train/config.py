@@ -45,6 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.async_checkpoints = True
     c.progress = True  # console progress lines with rate and ETA
+    c.tensorboard = True  # event files in workdir/tensorboard (metrics.jsonl is always written)
     return c
 
 

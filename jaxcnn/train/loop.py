@@ -70,23 +70,48 @@ def classification_task(config: ml_collections.ConfigDict, dataset: Any = None) 
 
 
 def _prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-    """Produce host batches on a background thread so the step never waits on numpy."""
+    """Produce host batches on a background thread so the step never waits on numpy.
+
+    Closing the returned generator stops the thread and closes `iterator` (a tf.data
+    iterator left open at interpreter exit can hang it).
+    """
     buffer: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
     done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce():
         try:
             for item in iterator:
-                buffer.put(item)
+                if not put(item):
+                    break
+            else:
+                put(done)
         except BaseException as error:  # surface pipeline errors in the training thread
-            buffer.put(error)
-        buffer.put(done)
+            put(error)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close:
+                close()
 
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def _normalizer(config, dataset) -> Callable[[jax.Array], jax.Array]:
@@ -119,8 +144,8 @@ def make_steps(task: Task, tx: optax.GradientTransformation, schedule, normalize
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
-                   "param_norm": optax.global_norm(params),
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params),
                    "learning_rate": schedule(state.step)}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   batch_stats=batch_stats)
@@ -190,7 +215,8 @@ def train_and_evaluate(
     dataset = task.dataset
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    # Eval pads its batches anyway, so round its size up to a multiple of the devices.
+    eval_batch = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
     is_main = jax.process_index() == 0
 
     steps_per_epoch = dataset.steps_per_epoch(config.batch_size)
@@ -228,10 +254,10 @@ def train_and_evaluate(
                             out_shardings=(replicated, replicated), donate_argnums=0)
         jit_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
                            out_shardings=replicated)
-        writer = MetricWriter(workdir, enabled=is_main)
+        writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
         progress = Progress(total_steps, start_step, enabled=is_main and config.progress)
         run_eval = functools.partial(evaluate, jit_eval, dataset=dataset,
-                                     global_batch=config.eval_batch_size, mesh=mesh)
+                                     global_batch=eval_batch, mesh=mesh)
         try:
             state = _run(config, state, start_step, total_steps, dataset, mesh, jit_train,
                          run_eval, checkpointer, writer, progress, ckpt_dir)
@@ -254,6 +280,15 @@ def _run(config, state, start_step, total_steps, dataset, mesh, jit_train, run_e
     batches = _prefetch(dataset.train_batches(
         config.batch_size, seed=config.seed, start_step=start_step,
         process_index=jax.process_index(), process_count=jax.process_count()))
+    try:
+        return _steps(config, state, start_step, total_steps, batches, mesh, jit_train,
+                      run_eval, checkpointer, writer, progress, ckpt_dir)
+    finally:
+        batches.close()
+
+
+def _steps(config, state, start_step, total_steps, batches, mesh, jit_train, run_eval,
+           checkpointer, writer, progress, ckpt_dir) -> TrainState:
     history: list[dict[str, Any]] = []
     last_good = checkpointer.latest_step()
     wait_time, window_start, window_first = 0.0, time.perf_counter(), start_step
