@@ -1,4 +1,4 @@
-"""Train and evaluate a model: python -m experiments.train --config=PATH[:overrides] --workdir=DIR."""
+"""Train and evaluate: python -m experiments.train --config=PATH[:overrides] --workdir=DIR."""
 
 import os
 

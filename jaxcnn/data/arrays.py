@@ -135,7 +135,8 @@ class ArrayDataset:
             image = np.zeros((local, *self.image_shape), np.float32)
             label = np.zeros((local,), np.int32)
             image[:n], label[:n] = self.x_test[rows], self.y_test[rows]
-            yield {"image": image, "label": label, "mask": (np.arange(local) < n).astype(np.float32)}
+            mask = (np.arange(local) < n).astype(np.float32)
+            yield {"image": image, "label": label, "mask": mask}
 
 
 def _local_batch(global_batch: int, process_count: int) -> int:
