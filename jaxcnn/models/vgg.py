@@ -1,0 +1,78 @@
+"""VGG-11/13/16/19 (Simonyan & Zisserman 2014), with and without BatchNorm, as torchvision."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.models.layers import AdaptiveAvgPool, MaxPool, check_image, min_input_side
+from jaxcnn.models.registry import register
+
+# Output channels of each 3x3 conv per stage; every stage ends in a 2x2/2 max pool.
+CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
+    11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+}
+MIN_SIDE = min_input_side([(2, 2, 0, False)] * 5)  # 3x3 pad-1 convs keep the size
+_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # as torchvision
+_FC_INIT = nn.initializers.normal(0.01)
+
+
+class VGG(nn.Module):
+    """VGG on NHWC input: 3x3 convs conv{s}_{i} (+ BN bn{s}_{i}), 2x2 pools pool1..pool5,
+    a 7x7 adaptive average pool, then fc6 (4096), fc7 (4096), fc8 (num_classes).
+
+    Sown intermediates (after ReLU, as style transfer names them): relu{s}_{i}, relu6, relu7.
+    """
+
+    stages: Sequence[Sequence[int]]
+    num_classes: int = 1000
+    batch_norm: bool = False
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        depth = sum(len(stage) for stage in self.stages) + 3
+        name = f"vgg{depth}" + ("_bn" if self.batch_norm else "")
+        check_image(x, name, MIN_SIDE)
+        layer = {"dtype": self.dtype, "param_dtype": jnp.float32}
+        for s, stage in enumerate(self.stages, start=1):
+            for i, features in enumerate(stage, start=1):
+                x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_CONV_INIT,
+                            name=f"conv{s}_{i}", **layer)(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                     name=f"bn{s}_{i}", **layer)(x)
+                x = nn.relu(x)
+                self.sow("intermediates", f"relu{s}_{i}", x)
+            x = MaxPool(2, 2, name=f"pool{s}")(x)
+        x = AdaptiveAvgPool((7, 7), name="avgpool")(x)
+        # torch flattens NCHW; we flatten NHWC (convert.py permutes fc6's rows to match).
+        x = x.reshape(x.shape[0], -1)
+        for number in (6, 7):
+            x = nn.relu(nn.Dense(4096, kernel_init=_FC_INIT, name=f"fc{number}", **layer)(x))
+            self.sow("intermediates", f"relu{number}", x)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{number}")(x)
+        logits = nn.Dense(self.num_classes, kernel_init=_FC_INIT, name="fc8", **layer)(x)
+        return logits.astype(jnp.float32)
+
+
+def _builder(depth: int, batch_norm: bool):
+    def build(num_classes: int = 1000, **kwargs: Any) -> VGG:
+        return VGG(CONFIGS[depth], num_classes=num_classes, batch_norm=batch_norm, **kwargs)
+
+    suffix = " with BatchNorm after every conv" if batch_norm else ""
+    build.__doc__ = f"torchvision VGG-{depth}{suffix}; kwargs: dropout_rate, dtype."
+    return build
+
+
+for _depth in CONFIGS:
+    register(f"vgg{_depth}")(_builder(_depth, False))
+    register(f"vgg{_depth}_bn")(_builder(_depth, True))
