@@ -7,6 +7,7 @@ from jaxcnn.train.loop import (
     TrainResult,
     classification_task,
     evaluate,
+    evaluate_checkpoint,
     init_state,
     make_steps,
     train_and_evaluate,
@@ -17,7 +18,7 @@ from jaxcnn.train.state import TrainState
 
 __all__ = [
     "Checkpointer", "Task", "TrainResult", "TrainState", "check_keys", "classification_task",
-    "default_config", "evaluate", "init_state", "initialize_distributed", "make_mesh",
-    "make_optimizer", "make_schedule", "make_steps", "override", "to_global", "to_steps",
-    "train_and_evaluate",
+    "default_config", "evaluate", "evaluate_checkpoint", "init_state", "initialize_distributed",
+    "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override", "to_global",
+    "to_steps", "train_and_evaluate",
 ]

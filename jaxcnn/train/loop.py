@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import os
 import queue
 import threading
@@ -206,72 +205,111 @@ def _check_finite(history: list[dict[str, Any]], first_step: int, last_good: int
             )
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
-) -> TrainResult:
-    """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """Everything derived from (config, task) before the first step."""
+
+    mesh: Any
+    total_steps: int
+    eval_batch: int
+    init: Callable
+    rng: jax.Array
+    abstract_state: Any  # ShapeDtypeStructs with replicated shardings
+    train_step: Callable
+    eval_step: Callable
+
+
+def _compile(config: ml_collections.ConfigDict, task: Task) -> _Compiled:
     check_keys(config)
-    task = task or classification_task(config)
     dataset = task.dataset
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     # Eval pads its batches anyway, so round its size up to a multiple of the devices.
     eval_batch = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
-    is_main = jax.process_index() == 0
-
     steps_per_epoch = dataset.steps_per_epoch(config.batch_size)
     total_steps = to_steps(config, "train", steps_per_epoch)
     if total_steps < 1:
         raise ValueError(f"the run has {total_steps} steps; set train_steps or train_epochs > 0")
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
-    normalize = _normalizer(config, dataset)
-    train_step, eval_step = make_steps(task, tx, schedule, normalize)
-
+    train_step, eval_step = make_steps(task, tx, schedule, _normalizer(config, dataset))
     replicated = sharding.replicated(mesh)
     batch_sharding = sharding.batch_sharded(mesh)
     init = init_state(task, tx, config.seed)
     rng = jax.random.PRNGKey(config.seed)
-    abstract = jax.eval_shape(init, rng)
     abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated), abstract)
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+        jax.eval_shape(init, rng))
+    return _Compiled(
+        mesh=mesh, total_steps=total_steps, eval_batch=eval_batch, init=init, rng=rng,
+        abstract_state=abstract,
+        train_step=jax.jit(train_step, in_shardings=(replicated, batch_sharding),
+                           out_shardings=(replicated, replicated), donate_argnums=0),
+        eval_step=jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
+                          out_shardings=replicated),
+    )
 
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
+) -> TrainResult:
+    """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
+    check_keys(config)
+    task = task or classification_task(config)
+    run = _compile(config, task)
+    is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, config.async_checkpoints)
-    start_step, state = checkpointer.restore_latest(abstract)
+    start_step, state = checkpointer.restore_latest(run.abstract_state)
     if state is None:
-        start_step, state = 0, jax.jit(init, out_shardings=replicated)(rng)
+        start_step = 0
+        state = jax.jit(run.init, out_shardings=sharding.replicated(run.mesh))(run.rng)
     else:
-        logging.info("resuming from step %d in %s", start_step, ckpt_dir)
+        if is_main and config.progress:
+            print(f"resuming from step {start_step} in {ckpt_dir}", flush=True)
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
+    writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
+    progress = Progress(run.total_steps, start_step, enabled=is_main and config.progress)
+    run_eval = functools.partial(evaluate, run.eval_step, dataset=task.dataset,
+                                 global_batch=run.eval_batch, mesh=run.mesh)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-        jit_train = jax.jit(train_step, in_shardings=(replicated, batch_sharding),
-                            out_shardings=(replicated, replicated), donate_argnums=0)
-        jit_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
-                           out_shardings=replicated)
-        writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
-        progress = Progress(total_steps, start_step, enabled=is_main and config.progress)
-        run_eval = functools.partial(evaluate, jit_eval, dataset=dataset,
-                                     global_batch=eval_batch, mesh=mesh)
         try:
-            state = _run(config, state, start_step, total_steps, dataset, mesh, jit_train,
-                         run_eval, checkpointer, writer, progress, ckpt_dir)
+            state = _run(config, state, start_step, run.total_steps, task.dataset, run.mesh,
+                         run.train_step, run_eval, checkpointer, writer, progress, ckpt_dir)
             final = run_eval(state)
-            writer.write(total_steps, "eval", final)
+            writer.write(run.total_steps, "eval", final)
         finally:
             checkpointer.close()
             writer.close()
-    if is_main and config.progress:
-        print(f"final eval at step {total_steps}: " +
-              "  ".join(f"{k} {v:.4f}" for k, v in final.items()), flush=True)
+    if is_main:
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-            json.dump({"step": total_steps, **final}, f, indent=2)
-    return TrainResult(state, final, total_steps - start_step)
+            json.dump({"step": run.total_steps, **final}, f, indent=2)
+        if config.progress:
+            print(f"final eval at step {run.total_steps}: " +
+                  "  ".join(f"{k} {v:.4f}" for k, v in final.items()), flush=True)
+    return TrainResult(state, final, run.total_steps - start_step)
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
+) -> tuple[int, dict[str, float]]:
+    """(step, eval metrics) of the latest readable checkpoint in workdir/checkpoints."""
+    task = task or classification_task(config)
+    run = _compile(config, task)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False)
+    try:
+        step, state = checkpointer.restore_latest(run.abstract_state)
+    finally:
+        checkpointer.close()
+    if state is None:
+        raise FileNotFoundError(f"no readable checkpoint in {ckpt_dir}")
+    return step, evaluate(run.eval_step, state, task.dataset, run.eval_batch, run.mesh)
 
 
 def _run(config, state, start_step, total_steps, dataset, mesh, jit_train, run_eval,
