@@ -60,7 +60,7 @@ case "$cmd" in
     "$PY" -m experiments.summary --model=lenet5 --input=32,32,3 --num_classes=10 ;;
   test)
     setup; quiet_env; cd "$ROOT"
-    "$PY" -m pytest "$@" ;;
+    "$PY" -m pytest -q "$@" ;;
   run)
     [ $# -ge 1 ] || { usage; exit 2; }
     setup; quiet_env; cd "$ROOT"
