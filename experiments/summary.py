@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from experiments import common
 from jaxcnn import counting, models
 
 FLAGS = flags.FLAGS
@@ -44,6 +45,7 @@ def render(model_name: str, input_shape: Sequence[int], num_classes: int) -> str
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.quiet_logging()
     try:
         print(render(FLAGS.model, parse_input(FLAGS.input), FLAGS.num_classes))
     except ValueError as error:  # unknown model, input too small: a usage error, not a crash

@@ -105,7 +105,7 @@ def write_tfds_metadata(name, data_dir, num_examples):
     builder.info.set_splits(tfds.core.SplitDict([
         tfds.core.SplitInfo(name=split, shard_lengths=[num_examples], num_bytes=0,
                             filename_template=template.replace(split=split))
-        for split in ("train", "test")]))
+        for split in ("train", data_lib.KNOWN_DATASETS[name][0])]))
     os.makedirs(builder.data_dir, exist_ok=True)
     builder.info.write_to_directory(builder.data_dir)
 
@@ -149,3 +149,23 @@ def _train_rows(workdir):
 
     with open(workdir / "metrics.jsonl") as f:
         return [row for row in map(json.loads, f) if row["split"] == "train"]
+
+
+@pytest.mark.parametrize("name,size,augment", [("cifar10", None, "crop_flip"),
+                                               ("imagenette", (40, 48), "inception_crop")])
+def test_tfds_rgb_pipelines_crop_and_resize(tmp_path, name, size, augment):
+    import tensorflow_datasets as tfds
+
+    write_tfds_metadata(name, tmp_path, 16)
+    with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path)):
+        dataset = data_lib.get_dataset(name, data_dir=str(tmp_path), image_size=size)
+        expected = (32, 32, 3) if size is None else (*size, 3)
+        assert dataset.image_shape == expected and dataset.augment == augment
+        stream = dataset.train_batches(8, seed=1)
+        batch = next(stream)
+        stream.close()
+        assert batch["image"].shape == (8, *expected)
+        assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+        eval_batch = next(dataset.eval_batches(8))
+        assert eval_batch["image"].shape == (8, *expected) and eval_batch["mask"].sum() == 8
+    np.testing.assert_allclose(dataset.std, data_lib.KNOWN_DATASETS[name][2])

@@ -110,10 +110,12 @@ class ArrayDataset:
         if global_batch > self.num_train:
             raise ValueError(f"batch size {global_batch} exceeds {self.num_train} train images")
         per_epoch = self.steps_per_epoch(global_batch)
-        step = start_step
+        step, order_epoch, order = start_step, None, None
         while True:
             epoch, index = divmod(step, per_epoch)
-            order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
+            if epoch != order_epoch:
+                order_epoch = epoch
+                order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
             rows = order[index * global_batch : (index + 1) * global_batch]
             rows = rows[process_index * local : (process_index + 1) * local]
             rng = np.random.default_rng([seed, epoch, index, process_index, 1])
