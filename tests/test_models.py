@@ -384,3 +384,15 @@ def test_summary_experiment_renders_the_lenet5_table():
 
     text = summary.render("lenet5", summary.parse_input(["32", "32", "3"]), 10)
     assert "fc5" in text and "62,006" in text and "651,720" in text
+
+
+
+def test_local_response_norm_is_differentiable():
+    """Regression: an array init value made reduce_window non-differentiable (googlenet)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 2, 7)).astype(np.float32))
+    grad = jax.grad(lambda v: local_response_norm(v).sum())(x)
+    eps = 1e-2
+    bump = jnp.zeros_like(x).at[0, 1, 0, 3].set(eps)
+    numeric = (local_response_norm(x + bump).sum() - local_response_norm(x - bump).sum()) / (
+        2 * eps)
+    assert float(grad[0, 1, 0, 3]) == pytest.approx(float(numeric), rel=1e-3)

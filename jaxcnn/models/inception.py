@@ -39,8 +39,8 @@ def local_response_norm(
     """torch's LocalResponseNorm over NHWC channels: x / (k + alpha/size * sum x^2)^beta."""
     squares = jnp.square(x)
     pads = ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2))
-    summed = jax.lax.reduce_window(squares, jnp.array(0, x.dtype), jax.lax.add,
-                                   (1, 1, 1, size), (1, 1, 1, 1), pads)
+    # A Python-scalar init value lets JAX recognise the sum and differentiate it.
+    summed = jax.lax.reduce_window(squares, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1), pads)
     return x / (k + alpha / size * summed) ** beta
 
 
