@@ -1,6 +1,6 @@
 """The model families; importing this package registers every model name."""
 
-from jaxcnn.models import alexnet, inception, lenet, resnet, vgg  # noqa: F401  (registers)
+from jaxcnn.models import alexnet, inception, lenet, resnet, smallnets, vgg  # noqa: F401 registers
 from jaxcnn.models.alexnet import AlexNet
 from jaxcnn.models.inception import ConvUnit, GoogLeNet, InceptionAux, InceptionBlock
 from jaxcnn.models.layers import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
