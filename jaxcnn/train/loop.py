@@ -315,20 +315,20 @@ def evaluate_checkpoint(
 def _run(config, state, start_step, total_steps, dataset, mesh, jit_train, run_eval,
          checkpointer, writer, progress, ckpt_dir) -> TrainState:
     """The step loop: train, log, evaluate and checkpoint until total_steps."""
-    host_batches = dataset.train_batches(
+    # The thread prepares host batches only: a device transfer made there would queue behind
+    # the running step and be counted as waiting for data.
+    batches = _prefetch(dataset.train_batches(
         config.batch_size, seed=config.seed, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count())
-    # The producer thread also moves each batch to the devices, off the step's critical path.
-    batches = _prefetch(sharding.to_global(batch, mesh) for batch in host_batches)
+        process_index=jax.process_index(), process_count=jax.process_count()), size=4)
     try:
-        return _steps(config, state, start_step, total_steps, batches, jit_train, run_eval,
-                      checkpointer, writer, progress, ckpt_dir)
+        return _steps(config, state, start_step, total_steps, batches, mesh, jit_train,
+                      run_eval, checkpointer, writer, progress, ckpt_dir)
     finally:
         batches.close()
 
 
-def _steps(config, state, start_step, total_steps, batches, jit_train, run_eval, checkpointer,
-           writer, progress, ckpt_dir) -> TrainState:
+def _steps(config, state, start_step, total_steps, batches, mesh, jit_train, run_eval,
+           checkpointer, writer, progress, ckpt_dir) -> TrainState:
     history: list[dict[str, Any]] = []
     last_good = checkpointer.latest_step()
     wait_time, window_start, window_first = 0.0, time.perf_counter(), start_step
@@ -336,7 +336,7 @@ def _steps(config, state, start_step, total_steps, batches, jit_train, run_eval,
         t0 = time.perf_counter()
         batch = next(batches)
         wait_time += time.perf_counter() - t0
-        state, metrics = jit_train(state, batch)
+        state, metrics = jit_train(state, sharding.to_global(batch, mesh))
         history.append(metrics)
         done = step + 1
         is_last = done == total_steps
