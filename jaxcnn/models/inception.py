@@ -8,7 +8,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import AdaptiveAvgPool, AvgPool, MaxPool, check_image, min_input_side
+from jaxcnn.models.layers import (
+    AdaptiveAvgPool,
+    AvgPool,
+    MaxPool,
+    check_image,
+    conv_impl,
+    min_input_side,
+)
 from jaxcnn.models.registry import register
 
 # Table 1 of the paper: name -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).
@@ -53,13 +60,15 @@ class ConvUnit(nn.Module):
     padding: int = 0
     batch_norm: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"  # layers.CONV_IMPLS; "auto" is the fastest measured on CPU
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                     padding=pad, use_bias=not self.batch_norm, name="conv", dtype=self.dtype,
-                    param_dtype=jnp.float32)(x)
+                    param_dtype=jnp.float32,
+                    conv_general_dilated=conv_impl(self.conv_impl))(x)
         if self.batch_norm:
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
                              name="bn", dtype=self.dtype, param_dtype=jnp.float32)(x)

@@ -1,9 +1,11 @@
-"""Layers shared by the model families: pooling as modules (so summaries list them)."""
+"""Layers shared by the model families: pooling as modules (so summaries list them), and
+convolution algorithms that plug into flax's nn.Conv (`conv_general_dilated=`)."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Pads = Sequence[tuple[int, int]]
+ConvPadding = str | Sequence[tuple[int, int]]
 
 
 def _ceil_extra(n: int, f: int, s: int, lo: int, hi: int) -> int:
@@ -47,8 +50,7 @@ def pool2d(
     dims, strides = (1, window, window, 1), (1, stride, stride, 1)
     full = [(0, 0), *pads, (0, 0)]
     if kind == "max":
-        # Python-scalar init values let JAX recognise the monoid and differentiate it.
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, full)
+        return _max_over_views(x, window, stride, pads)
     summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, full)
     if not ceil_mode:
         return summed / (window * window)
@@ -58,6 +60,67 @@ def pool2d(
     extra = [(0, 0)] + [(0, hi - s[1]) for (_, hi), s in zip(pads, sym[1:3])] + [(0, 0)]
     counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, extra)
     return summed / counts
+
+
+def _window_views(
+    x: jax.Array, window: tuple[int, int], stride: tuple[int, int], pads: Pads,
+    pad_value: float = 0.0,
+) -> list[jax.Array]:
+    """The window[0]*window[1] strided (N, OH, OW, C) views of padded NHWC `x`, row-major.
+
+    View (a, b) holds the element at offset (a, b) of every window; `pads` may be negative.
+    """
+    config = [(0, 0, 0), *[(lo, hi, 0) for lo, hi in pads], (0, 0, 0)]
+    x = jax.lax.pad(x, jnp.array(pad_value, x.dtype), config)
+    n, h, w, c = x.shape
+    out_h, out_w = (h - window[0]) // stride[0] + 1, (w - window[1]) // stride[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"window {window} does not fit the padded input of shape {x.shape}")
+    return [
+        jax.lax.slice(x, (0, a, b, 0),
+                      (n, a + (out_h - 1) * stride[0] + 1, b + (out_w - 1) * stride[1] + 1, c),
+                      (1, stride[0], stride[1], 1))
+        for a in range(window[0]) for b in range(window[1])
+    ]
+
+
+def _running_max(views: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Elementwise max over `views` and the index of the first view that attains it.
+
+    A NaN counts as larger than anything, so NaNs propagate as in reduce_window max.
+    """
+    best, first = views[0], jnp.zeros(views[0].shape, jnp.int32)
+    for index, view in enumerate(views[1:], start=1):
+        later = (view > best) | jnp.isnan(view)
+        best, first = jnp.where(later, view, best), jnp.where(later, index, first)
+    return best, first
+
+
+@jax.custom_jvp
+def _first_max(*views: jax.Array) -> jax.Array:
+    """Max over views whose derivative is that of the first maximal view (ties included)."""
+    return _running_max(views)[0]
+
+
+@_first_max.defjvp
+def _first_max_jvp(primals, tangents):
+    best, first = _running_max(primals)
+    return best, jax.lax.select_n(first, *tangents)
+
+
+def _max_over_views(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
+    """Max pooling as a running max over the window's strided views.
+
+    Same values as reduce_window max, and the same gradient: all of it goes to the first
+    maximal element in row-major window order, as XLA's select_and_scatter does. XLA
+    fuses this into elementwise loops; its gradient is 5-10x faster on CPU than
+    select_and_scatter (benchmarks/README.md).
+    """
+    views = _window_views(x, (window, window), (stride, stride), pads, -jnp.inf)
+    # Differentiating the select chain is fastest for strided pools; for stride 1 (views
+    # overlapping almost entirely) XLA re-computes the chain per view, so route the
+    # gradient by the saved argmax instead.
+    return _first_max(*views) if stride == 1 else _running_max(views)[0]
 
 
 class MaxPool(nn.Module):
@@ -161,3 +224,179 @@ def check_image(x: jax.Array, model: str, min_side: int) -> None:
             f"{model}: input x is too small for the network's strides: expected "
             f"(N, H, W, C) with H, W >= {min_side}; received shape {tuple(x.shape)}"
         )
+
+
+# --- convolution algorithms with lax.conv_general_dilated's signature (NHWC / HWIO only).
+
+
+def _is_plain_2d(lhs: jax.Array, rhs: jax.Array, lhs_dilation, rhs_dilation, dimension_numbers,
+                 feature_group_count: int) -> bool:
+    """True for an undilated, ungrouped 2-D NHWC x HWIO -> NHWC convolution."""
+    if lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != 1:
+        return False
+    if any(d != 1 for d in (*(lhs_dilation or (1, 1)), *(rhs_dilation or (1, 1)))):
+        return False
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    given = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    return given == nhwc
+
+
+def _explicit_pads(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
+                   padding: ConvPadding) -> list[tuple[int, int]]:
+    """lax's 'SAME' / 'VALID' / explicit padding as explicit (lo, hi) pairs for H and W."""
+    if isinstance(padding, str):
+        return jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+    return [tuple(p) for p in padding]
+
+
+def conv_taps(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
+    lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+    precision=None, preferred_element_type=None, **kwargs,
+) -> jax.Array:
+    """Convolution as a sum over kernel taps (a, b) of 1x1 convs of strided input views.
+
+    NHWC input, HWIO kernel -> NHWC. With one input channel each term is a broadcast
+    multiply and XLA fuses the whole sum, its gradients included, into elementwise loops:
+    several times faster on CPU than XLA's convolution for LeNet's first layer.
+    Other configurations (dilation, groups, other layouts) use lax.conv_general_dilated.
+    """
+    if kwargs.get("batch_group_count", 1) != 1 or not _is_plain_2d(
+            lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, precision=precision,
+            preferred_element_type=preferred_element_type, **kwargs)
+    views = _window_views(lhs, rhs.shape[:2], tuple(window_strides),
+                          _explicit_pads(lhs, rhs, window_strides, padding))
+    taps = rhs.reshape(-1, *rhs.shape[2:])
+    out = None
+    for view, tap in zip(views, taps):
+        term = jax.lax.dot_general(view, tap, (((3,), (0,)), ((), ())), precision=precision,
+                                   preferred_element_type=preferred_element_type)
+        out = term if out is None else out + term
+    # Materialise the sum: otherwise XLA re-computes all taps inside every consumer fusion.
+    return jax.lax.optimization_barrier(out)
+
+
+def conv_patches(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
+    lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+    precision=None, preferred_element_type=None, **kwargs,
+) -> jax.Array:
+    """Convolution as im2col + one matmul: (N*OH*OW, KH*KW*Cin) patches @ (KH*KW*Cin, Cout).
+
+    The patches are the strided input views concatenated on channels, in the order of
+    the HWIO kernel's rows. Unsupported configurations use lax.conv_general_dilated.
+    """
+    if kwargs.get("batch_group_count", 1) != 1 or not _is_plain_2d(
+            lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, precision=precision,
+            preferred_element_type=preferred_element_type, **kwargs)
+    views = _window_views(lhs, rhs.shape[:2], tuple(window_strides),
+                          _explicit_pads(lhs, rhs, window_strides, padding))
+    patches = jnp.concatenate(views, axis=-1)
+    return jax.lax.dot_general(patches, rhs.reshape(-1, rhs.shape[-1]), (((3,), (0,)), ((), ())),
+                               precision=precision,
+                               preferred_element_type=preferred_element_type)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+              pads: tuple[tuple[int, int], ...], precision) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, strides, pads, precision=precision,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def kernel_grad_im2col(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...],
+                       strides: tuple[int, int], pads: Pads, precision=None) -> jax.Array:
+    """d<conv(x, w), g>/dw as im2col(x)^T @ g: (KH*KW*Cin, N*OH*OW) @ (N*OH*OW, Cout)."""
+    patches = jnp.concatenate(_window_views(x, kernel_shape[:2], strides, pads), axis=-1)
+    grad = jax.lax.dot_general(patches, g, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                               precision=precision)
+    return grad.reshape(kernel_shape).astype(g.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_im2col_grad(x, kernel, strides, pads, precision):
+    return _xla_conv(x, kernel, strides, pads, precision)
+
+
+def _conv_im2col_grad_fwd(x, kernel, strides, pads, precision):
+    return _xla_conv(x, kernel, strides, pads, precision), (x, kernel)
+
+
+def _conv_im2col_grad_bwd(strides, pads, precision, residuals, g):
+    x, kernel = residuals
+    _, input_grad = jax.vjp(lambda x: _xla_conv(x, kernel, strides, pads, precision), x)
+    return (input_grad(g)[0],
+            kernel_grad_im2col(x, g, kernel.shape, strides, pads, precision))
+
+
+_conv_im2col_grad.defvjp(_conv_im2col_grad_fwd, _conv_im2col_grad_bwd)
+
+
+def conv_im2col_grad(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
+    lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+    precision=None, preferred_element_type=None, **kwargs,
+) -> jax.Array:
+    """XLA's convolution and input gradient, with the kernel gradient as im2col + one matmul.
+
+    XLA:CPU computes the kernel gradient as a convolution whose window is the whole output
+    map, which runs at a few GFLOP/s for large maps; the matmul runs near the machine's
+    peak. A custom VJP, so forward-mode differentiation (jax.jvp) is not available.
+    Unsupported configurations use lax.conv_general_dilated.
+    """
+    if (preferred_element_type is not None or kwargs.get("batch_group_count", 1) != 1
+            or not _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                                feature_group_count)):
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, precision=precision,
+            preferred_element_type=preferred_element_type, **kwargs)
+    pads = tuple(tuple(p) for p in _explicit_pads(lhs, rhs, window_strides, padding))
+    return _conv_im2col_grad(lhs, rhs, tuple(window_strides), pads, precision)
+
+
+# Input channels up to which "auto" picks conv_taps, and from which it picks
+# conv_im2col_grad (measured in benchmarks/README.md).
+TAPS_MAX_CHANNELS = 1
+IM2COL_GRAD_MIN_CHANNELS = 8
+
+
+def conv_auto(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
+    *args, **kwargs,
+) -> jax.Array:
+    """The fastest measured on CPU: conv_patches for maps smaller than the kernel,
+    conv_taps for inputs of at most TAPS_MAX_CHANNELS channels, conv_im2col_grad from
+    IM2COL_GRAD_MIN_CHANNELS on; elsewhere (and on other backends) XLA's convolution."""
+    impl = jax.lax.conv_general_dilated
+    if jax.default_backend() == "cpu" and rhs.ndim == 4 and lhs.ndim == 4:
+        if lhs.shape[1] < rhs.shape[0] or lhs.shape[2] < rhs.shape[1]:
+            # A kernel larger than the map makes XLA:CPU swap the operands into a
+            # convolution that runs ~100x slower than this one matmul.
+            impl = conv_patches
+        elif rhs.shape[2] <= TAPS_MAX_CHANNELS:
+            impl = conv_taps
+        elif rhs.shape[2] >= IM2COL_GRAD_MIN_CHANNELS:
+            impl = conv_im2col_grad
+    return impl(lhs, rhs, window_strides, padding, *args, **kwargs)
+
+
+CONV_IMPLS: dict[str, Callable[..., jax.Array]] = {
+    "auto": conv_auto,
+    "xla": jax.lax.conv_general_dilated,
+    "taps": conv_taps,
+    "patches": conv_patches,
+    "im2col_grad": conv_im2col_grad,
+}
+
+
+def conv_impl(name: str) -> Callable[..., jax.Array]:
+    """The convolution function called `name` (for nn.Conv's `conv_general_dilated=`)."""
+    if name not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {sorted(CONV_IMPLS)}; received {name!r}")
+    return CONV_IMPLS[name]

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import AvgPool, MaxPool, check_image, min_input_side
+from jaxcnn.models.layers import AvgPool, MaxPool, check_image, conv_impl, min_input_side
 from jaxcnn.models.registry import register
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -28,12 +28,16 @@ class LeNet5(nn.Module):
 
     `activation` is "relu" (default), "tanh" or "sigmoid"; `pool` is "max" or "avg"
     (the 1998 network is activation="tanh", pool="avg"). Sown intermediates: act1..act4
-    (the activations of conv1, conv2, fc3, fc4).
+    (the activations of conv1, conv2, fc3, fc4). `conv_impl` picks the convolution
+    algorithm (layers.CONV_IMPLS: "auto", "xla", "taps", "patches"); the parameters are
+    the same for all of them. "auto" is the fastest measured on CPU: XLA's convolution
+    when training, conv_taps for the one-channel conv1 at inference.
     """
 
     num_classes: int = 10
     activation: str = "relu"
     pool: str = "max"
+    conv_impl: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -47,10 +51,13 @@ class LeNet5(nn.Module):
             raise ValueError(f"pool must be one of {sorted(POOLS)}; received {self.pool!r}")
         act, pool = ACTIVATIONS[self.activation], POOLS[self.pool]
         layer = {"dtype": self.dtype, "param_dtype": jnp.float32}
-        x = act(nn.Conv(6, (5, 5), padding="VALID", name="conv1", **layer)(x))
+        # Training: XLA's conv gradients beat the taps' (benchmarks/README.md).
+        impl = "xla" if train and self.conv_impl == "auto" else self.conv_impl
+        conv = {"padding": "VALID", "conv_general_dilated": conv_impl(impl), **layer}
+        x = act(nn.Conv(6, (5, 5), name="conv1", **conv)(x))
         self.sow("intermediates", "act1", x)
         x = pool(2, 2, name="pool1")(x)
-        x = act(nn.Conv(16, (5, 5), padding="VALID", name="conv2", **layer)(x))
+        x = act(nn.Conv(16, (5, 5), name="conv2", **conv)(x))
         self.sow("intermediates", "act2", x)
         x = pool(2, 2, name="pool2")(x)
         x = x.reshape(x.shape[0], -1)
@@ -63,5 +70,5 @@ class LeNet5(nn.Module):
 
 @register("lenet5")
 def lenet5(num_classes: int = 10, **kwargs: Any) -> LeNet5:
-    """LeNet-5; kwargs: activation, pool, dtype."""
+    """LeNet-5; kwargs: activation, pool, conv_impl, dtype."""
     return LeNet5(num_classes=num_classes, **kwargs)

@@ -9,19 +9,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import MaxPool, check_image, min_input_side
+from jaxcnn.models.layers import MaxPool, check_image, conv_impl, min_input_side
 from jaxcnn.models.registry import register
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # as torchvision
 SHORTCUTS = ("projection", "zeropad")
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any,
+          impl: str = "auto") -> nn.Conv:
     """Bias-free conv with torch's symmetric padding (kernel - 1) // 2 (not XLA's SAME)."""
     pad = (kernel - 1) // 2
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                    use_bias=False, kernel_init=_CONV_INIT, name=name, dtype=dtype,
-                   param_dtype=jnp.float32)
+                   param_dtype=jnp.float32, conv_general_dilated=conv_impl(impl))
 
 
 def _bn(name: str, train: bool, dtype: Any) -> nn.BatchNorm:
@@ -36,6 +37,7 @@ class ResidualBlock(nn.Module):
     Computes a[l+2] = relu(z[l+2] + shortcut(a[l])); the shortcut is the identity when the
     shape is kept, else a 1x1 conv + BN ("projection", option B) or a strided identity with
     zero channels appended ("zeropad", option A, parameter free). `plain` drops the shortcut.
+    `conv_impl` is the convolution algorithm (layers.CONV_IMPLS; same parameters).
     """
 
     features: int
@@ -44,6 +46,7 @@ class ResidualBlock(nn.Module):
     shortcut: str = "projection"
     plain: bool = False
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -54,7 +57,7 @@ class ResidualBlock(nn.Module):
             kernels = ((3, self.stride, self.features), (3, 1, self.features))
         y = x
         for i, (kernel, stride, features) in enumerate(kernels, start=1):
-            y = _conv(features, kernel, stride, f"conv{i}", self.dtype)(y)
+            y = _conv(features, kernel, stride, f"conv{i}", self.dtype, self.conv_impl)(y)
             y = _bn(f"bn{i}", train, self.dtype)(y)
             if i < len(kernels):
                 y = nn.relu(y)
@@ -62,7 +65,8 @@ class ResidualBlock(nn.Module):
             return nn.relu(y)
         if self.stride != 1 or x.shape[-1] != out_features:
             if self.shortcut == "projection":
-                x = _conv(out_features, 1, self.stride, "downsample_0", self.dtype)(x)
+                x = _conv(out_features, 1, self.stride, "downsample_0", self.dtype,
+                          self.conv_impl)(x)
                 x = _bn("downsample_1", train, self.dtype)(x)
             else:
                 x = x[:, :: self.stride, :: self.stride, :]
@@ -78,6 +82,8 @@ class ResNet(nn.Module):
     max pool (padding 1); `cifar_stem` replaces it by a 3x3/1 conv, BN, ReLU, no pool.
     Stage s halves the size (except stage 1) and has widths[s-1] (x4 for bottlenecks).
     Sown intermediates: stem (after the max pool), stage1..stage4 (each stage's output).
+    `conv_impl` picks the convolution algorithm (layers.CONV_IMPLS, same parameters);
+    "auto" is the fastest measured on CPU (benchmarks/README.md).
     """
 
     stage_sizes: Sequence[int]
@@ -89,6 +95,7 @@ class ResNet(nn.Module):
     shortcut: str = "projection"
     arch: str = "resnet"
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     def _steps(self) -> list[tuple[int, int, int, bool]]:
         stem = [(3, 1, 1, False)] if self.cifar_stem else [(7, 2, 3, False), (3, 2, 1, False)]
@@ -105,9 +112,9 @@ class ResNet(nn.Module):
                 f"{tuple(self.widths)}"
             )
         if self.cifar_stem:
-            x = _conv(self.widths[0], 3, 1, "conv1", self.dtype)(x)
+            x = _conv(self.widths[0], 3, 1, "conv1", self.dtype, self.conv_impl)(x)
         else:
-            x = _conv(self.widths[0], 7, 2, "conv1", self.dtype)(x)
+            x = _conv(self.widths[0], 7, 2, "conv1", self.dtype, self.conv_impl)(x)
         x = nn.relu(_bn("bn1", train, self.dtype)(x))
         if not self.cifar_stem:
             x = MaxPool(3, 2, ((1, 1), (1, 1)), name="maxpool")(x)
@@ -117,7 +124,7 @@ class ResNet(nn.Module):
             for b in range(blocks):
                 stride = 2 if s > 1 and b == 0 else 1
                 x = ResidualBlock(width, stride, self.bottleneck, self.shortcut, self.plain,
-                                  self.dtype, name=f"layer{s}_{b}")(x, train)
+                                  self.dtype, self.conv_impl, name=f"layer{s}_{b}")(x, train)
             self.sow("intermediates", f"stage{s}", x)
         x = jnp.mean(x, axis=(1, 2))  # global average pool (torch's AdaptiveAvgPool2d(1))
         logits = nn.Dense(self.num_classes, name="fc", dtype=self.dtype,
@@ -144,7 +151,8 @@ def _imagenet_builder(depth: int, cifar_stem: bool):
         return ResNet(sizes, bottleneck, num_classes=num_classes, arch=name, **kwargs)
 
     stem = "a 3x3/1 stem and no max pool" if cifar_stem else "the 7x7/2 stem"
-    build.__doc__ = f"torchvision ResNet-{depth} with {stem}; kwargs: plain, cifar_stem, dtype."
+    build.__doc__ = (f"torchvision ResNet-{depth} with {stem}; kwargs: plain, cifar_stem, "
+                     "conv_impl, dtype.")
     return build
 
 
@@ -156,7 +164,8 @@ def _cifar_builder(depth: int):
                       arch=f"resnet{depth}_cifar", **kwargs)
 
     build.__doc__ = (f"He et al.'s CIFAR ResNet-{depth}: 3 stages of 16/32/64 channels, option A "
-                     "(zero-padding) shortcuts by default; kwargs: shortcut, plain, dtype.")
+                     "(zero-padding) shortcuts by default; kwargs: shortcut, plain, conv_impl, "
+                     "dtype.")
     return build
 
 

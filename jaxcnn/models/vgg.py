@@ -9,7 +9,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import AdaptiveAvgPool, MaxPool, check_image, min_input_side
+from jaxcnn.models.layers import (
+    AdaptiveAvgPool,
+    MaxPool,
+    check_image,
+    conv_impl,
+    min_input_side,
+)
 from jaxcnn.models.registry import register
 
 # Output channels of each 3x3 conv per stage; every stage ends in a 2x2/2 max pool.
@@ -29,6 +35,8 @@ class VGG(nn.Module):
     a 7x7 adaptive average pool, then fc6 (4096), fc7 (4096), fc8 (num_classes).
 
     Sown intermediates (after ReLU, as style transfer names them): relu{s}_{i}, relu6, relu7.
+    `conv_impl` picks the convolution algorithm (layers.CONV_IMPLS, same parameters);
+    "auto" is the fastest measured on CPU (benchmarks/README.md).
     """
 
     stages: Sequence[Sequence[int]]
@@ -36,6 +44,7 @@ class VGG(nn.Module):
     batch_norm: bool = False
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -46,6 +55,7 @@ class VGG(nn.Module):
         for s, stage in enumerate(self.stages, start=1):
             for i, features in enumerate(stage, start=1):
                 x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_CONV_INIT,
+                            conv_general_dilated=conv_impl(self.conv_impl),
                             name=f"conv{s}_{i}", **layer)(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -69,7 +79,7 @@ def _builder(depth: int, batch_norm: bool):
         return VGG(CONFIGS[depth], num_classes=num_classes, batch_norm=batch_norm, **kwargs)
 
     suffix = " with BatchNorm after every conv" if batch_norm else ""
-    build.__doc__ = f"torchvision VGG-{depth}{suffix}; kwargs: dropout_rate, dtype."
+    build.__doc__ = f"torchvision VGG-{depth}{suffix}; kwargs: dropout_rate, conv_impl, dtype."
     return build
 
 

@@ -1,0 +1,246 @@
+"""The registry's networks written in plain PyTorch (NCHW), for side-by-side benchmarks.
+
+`build(name, num_classes, image_shape)` mirrors `jaxcnn.models.get_model(name, ...)`: the
+same layers, widths, paddings, pooling modes and dropout, so parameter counts agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class LeNet5(nn.Module):
+    """CONV(5,6)-MAXPOOL-CONV(5,16)-MAXPOOL-FC120-FC84-FC, ReLU (the registry's default)."""
+
+    def __init__(self, num_classes: int, in_channels: int, side: tuple[int, int] = (32, 32)):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(in_channels, 6, 5), nn.Conv2d(6, 16, 5)
+        h, w = (((n - 4) // 2 - 4) // 2 for n in side)
+        self.fc3, self.fc4 = nn.Linear(16 * h * w, 120), nn.Linear(120, 84)
+        self.fc5 = nn.Linear(84, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.fc3(torch.flatten(x, 1)))
+        return self.fc5(torch.relu(self.fc4(x)))
+
+
+class AlexNet(nn.Module):
+    """torchvision's AlexNet."""
+
+    def __init__(self, num_classes: int, in_channels: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(), nn.Linear(256 * 36, 4096), nn.ReLU(),
+            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+VGG_STAGES = {
+    11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4),
+}
+
+
+class VGG(nn.Module):
+    """torchvision's VGG-11/13/16/19, optionally with BatchNorm after every conv."""
+
+    def __init__(self, depth: int, batch_norm: bool, num_classes: int, in_channels: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for convs, width in zip(VGG_STAGES[depth], (64, 128, 256, 512, 512)):
+            for _ in range(convs):
+                layers.append(nn.Conv2d(channels, width, 3, padding=1))
+                layers += [nn.BatchNorm2d(width), nn.ReLU()] if batch_norm else [nn.ReLU()]
+                channels = width
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 49, 4096), nn.ReLU(), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class ResidualBlock(nn.Module):
+    """Basic or bottleneck block; projection (1x1 conv + BN) or zero-padding shortcut."""
+
+    def __init__(self, cin: int, width: int, stride: int, bottleneck: bool, zeropad: bool):
+        super().__init__()
+        out = width * 4 if bottleneck else width
+        specs = ([(cin, width, 1, 1), (width, width, 3, stride), (width, out, 1, 1)]
+                 if bottleneck else [(cin, width, 3, stride), (width, width, 3, 1)])
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, k, s, k // 2, bias=False) for a, b, k, s in specs)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(b) for _, b, _, _ in specs)
+        self.stride, self.extra = stride, out - cin
+        self.project = None
+        if (stride != 1 or cin != out) and not zeropad:
+            self.project = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
+                                         nn.BatchNorm2d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            y = bn(conv(y))
+            if i < len(self.convs) - 1:
+                y = torch.relu(y)
+        if self.project is not None:
+            x = self.project(x)
+        elif self.stride != 1 or self.extra:
+            x = x[:, :, ::self.stride, ::self.stride]
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return torch.relu(y + x)
+
+
+RESNET_DEPTHS = {18: ((2, 2, 2, 2), False), 34: ((3, 4, 6, 3), False), 50: ((3, 4, 6, 3), True),
+                 101: ((3, 4, 23, 3), True), 152: ((3, 8, 36, 3), True)}
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNets (7x7/2 stem + max pool, or the 3x3/1 CIFAR stem) and He et al.'s
+    CIFAR ResNets (3 stages of 16/32/64 channels, zero-padding shortcuts)."""
+
+    def __init__(self, sizes, bottleneck: bool, widths, cifar_stem: bool, zeropad: bool,
+                 num_classes: int, in_channels: int):
+        super().__init__()
+        stem = (nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False) if cifar_stem
+                else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False))
+        layers = [stem, nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        if not cifar_stem:
+            layers.append(nn.MaxPool2d(3, 2, 1))
+        channels = widths[0]
+        for s, (blocks, width) in enumerate(zip(sizes, widths)):
+            for b in range(blocks):
+                stride = 2 if s > 0 and b == 0 else 1
+                layers.append(ResidualBlock(channels, width, stride, bottleneck, zeropad))
+                channels = width * 4 if bottleneck else width
+        self.trunk = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk(x).mean(dim=(2, 3)))
+
+
+def local_response_norm(x: torch.Tensor) -> torch.Tensor:
+    """LRN(size 5, alpha 1e-4, beta 0.75, k 1), as the registry's paper GoogLeNet."""
+    return nn.functional.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
+
+
+class ConvUnit(nn.Module):
+    """Conv + ReLU (paper, with bias) or conv (no bias) + BN(eps 1e-3) + ReLU (torchvision)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0,
+                 batch_norm: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=not batch_norm)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3) if batch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class Inception(nn.Module):
+    """1x1 | 1x1->3x3 | 1x1->5x5 (or 3x3) | maxpool->1x1, concatenated on channels."""
+
+    def __init__(self, cin: int, spec, batch_norm: bool, five: int):
+        super().__init__()
+        c1, c3r, c3, c5r, c5, pool = spec
+        self.b1 = ConvUnit(cin, c1, batch_norm=batch_norm)
+        self.b2 = nn.Sequential(ConvUnit(cin, c3r, batch_norm=batch_norm),
+                                ConvUnit(c3r, c3, 3, padding=1, batch_norm=batch_norm))
+        self.b3 = nn.Sequential(ConvUnit(cin, c5r, batch_norm=batch_norm),
+                                ConvUnit(c5r, c5, five, padding=five // 2, batch_norm=batch_norm))
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True),
+                                ConvUnit(cin, pool, batch_norm=batch_norm))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+class GoogLeNet(nn.Module):
+    """The paper's GoogLeNet (biases, LRN, 5x5, dropout 0.4) or torchvision's (BN, 3x3, 0.2),
+    without the auxiliary heads (the registry's default)."""
+
+    def __init__(self, batch_norm: bool, num_classes: int, in_channels: int):
+        super().__init__()
+        from jaxcnn.models.inception import BLOCKS, POOL_AFTER
+
+        five, self.lrn = (3, False) if batch_norm else (5, True)
+        self.conv1 = ConvUnit(in_channels, 64, 7, 2, 3, batch_norm)
+        self.conv2 = ConvUnit(64, 64, batch_norm=batch_norm)
+        self.conv3 = ConvUnit(64, 192, 3, padding=1, batch_norm=batch_norm)
+        blocks: list[nn.Module] = []
+        channels = 192
+        for name, spec in BLOCKS.items():
+            blocks.append(Inception(channels, spec, batch_norm, five))
+            channels = spec[0] + spec[2] + spec[4] + spec[5]
+            if name in POOL_AFTER:
+                blocks.append(nn.MaxPool2d(POOL_AFTER[name][1], 2, ceil_mode=True))
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(0.2 if batch_norm else 0.4)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(self.conv1(x), 3, 2, ceil_mode=True)
+        if self.lrn:
+            x = local_response_norm(x)
+        x = self.conv3(self.conv2(x))
+        if self.lrn:
+            x = local_response_norm(x)
+        x = self.blocks(nn.functional.max_pool2d(x, 3, 2, ceil_mode=True))
+        return self.fc(self.dropout(x.mean(dim=(2, 3))))
+
+
+Builder = Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> module
+
+
+def _builders() -> dict[str, Builder]:
+    builders: dict[str, Builder] = {
+        "alexnet": AlexNet,
+        "googlenet": lambda k, c: GoogLeNet(False, k, c),
+        "googlenet_bn": lambda k, c: GoogLeNet(True, k, c),
+    }
+    for depth in VGG_STAGES:
+        builders[f"vgg{depth}"] = lambda k, c, d=depth: VGG(d, False, k, c)
+        builders[f"vgg{depth}_bn"] = lambda k, c, d=depth: VGG(d, True, k, c)
+    for depth, (sizes, bottleneck) in RESNET_DEPTHS.items():
+        for cifar in (False, True):
+            name = f"resnet{depth}" + ("_cifar" if cifar else "")
+            builders[name] = lambda k, c, s=sizes, b=bottleneck, cf=cifar: ResNet(
+                s, b, (64, 128, 256, 512), cf, False, k, c)
+    for depth in (20, 32, 44, 56, 110):
+        n = (depth - 2) // 6
+        builders[f"resnet{depth}_cifar"] = lambda k, c, n=n: ResNet(
+            (n, n, n), False, (16, 32, 64), True, True, k, c)
+    return builders
+
+
+BUILDERS = {"lenet5": LeNet5, **_builders()}
+
+
+def build(name: str, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+    """The PyTorch counterpart of registry model `name` for (H, W, C) images (KeyError if none)."""
+    if name == "lenet5":
+        return LeNet5(num_classes, image_shape[2], image_shape[:2])
+    if name not in BUILDERS:
+        raise KeyError(f"no PyTorch counterpart for {name!r}; have {sorted(BUILDERS)}")
+    return BUILDERS[name](num_classes, image_shape[2])
