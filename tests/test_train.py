@@ -75,9 +75,8 @@ def test_lenet5_learns_embedded_mnist(tmp_path):
     assert saved["train_steps"] == 40
     step, _ = saved_params(tmp_path)
     assert int(step) == 40
-    from experiments.evaluate import load_run_config
-
-    step, metrics = train.evaluate_checkpoint(load_run_config(str(tmp_path)), str(tmp_path))
+    step, metrics = train.evaluate_checkpoint(train.load_run_config(str(tmp_path)),
+                                              str(tmp_path))
     assert step == 40 and metrics == pytest.approx(result.metrics, abs=1e-6)
     again = train.train_and_evaluate(small_config(), str(tmp_path))  # resumes: nothing to do
     assert again.steps_run == 0

@@ -1,7 +1,13 @@
 """The training machinery shared by every task."""
 
 from jaxcnn.train.checkpoint import Checkpointer
-from jaxcnn.train.config import check_keys, default_config, override, to_steps
+from jaxcnn.train.config import (
+    check_keys,
+    default_config,
+    load_run_config,
+    override,
+    to_steps,
+)
 from jaxcnn.train.loop import (
     Task,
     TrainResult,
@@ -19,6 +25,7 @@ from jaxcnn.train.state import TrainState
 __all__ = [
     "Checkpointer", "Task", "TrainResult", "TrainState", "check_keys", "classification_task",
     "default_config", "evaluate", "evaluate_checkpoint", "init_state", "initialize_distributed",
+    "load_run_config",
     "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override", "to_global",
     "to_steps", "train_and_evaluate",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
 from typing import Any
 
 import ml_collections
@@ -110,3 +112,16 @@ def to_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int)
     if steps is not None:
         return int(steps)
     return int(round(float(config.get(f"{name}_epochs", 0.0)) * steps_per_epoch))
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run saved in workdir/config.json, on top of today's defaults."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
+    with open(path) as f:
+        saved = json.load(f)
+    config = default_config()
+    for key, value in saved.items():
+        config[key] = tuple(value) if isinstance(value, list) else value
+    return config
