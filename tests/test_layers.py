@@ -19,6 +19,7 @@ CONV_CASES = [
     (9, 10, 2, 3, 3, 1, ((1, 1), (2, 0))),
     (10, 9, 1, 6, 4, 2, ((2, 1), (1, 2))),
     (8, 8, 4, 2, 1, 2, "VALID"),
+    (2, 3, 8, 4, 3, 1, ((1, 1), (1, 1))),  # a map smaller than the kernel ("auto": patches)
 ]
 
 
@@ -55,10 +56,11 @@ def test_conv_impls_match_xla_with_gradients(case):
     def all_impls(x, w, g):
         return {impl: _value_and_grads(conv, x, w, stride, padding, g) for impl, conv in
                 (("xla", _xla_conv), ("taps", _conv_with("taps")),
-                 ("patches", _conv_with("patches")), ("im2col_grad", _conv_with("im2col_grad")))}
+                 ("patches", _conv_with("patches")), ("im2col_grad", _conv_with("im2col_grad")),
+                 ("auto", _conv_with("auto")))}
 
     results = all_impls(x, w, cotangent)
-    for impl in ("taps", "patches", "im2col_grad"):
+    for impl in ("taps", "patches", "im2col_grad", "auto"):
         for a, b in zip(results[impl], results["xla"], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=impl)
 
