@@ -117,6 +117,26 @@ def test_lenet5_conv_impls_share_params_and_outputs():
     np.testing.assert_allclose(out["auto"], out["xla"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("avx512,cin,expected", [
+    (True, 16, "xla"), (True, 1, "xla"),
+    (False, 16, "im2col_grad"), (False, 1, "taps"), (False, 4, "xla"),
+])
+def test_conv_auto_picks_by_cpu(monkeypatch, avx512, cin, expected):
+    """AVX-512 CPUs get XLA's convolution; the rewrites only where they were measured faster."""
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: avx512)
+    x, w = jnp.ones((2, 8, 8, cin)), jnp.ones((3, 3, cin, 4))
+
+    def loss(x, w):
+        return layers.conv_auto(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC).sum()
+
+    text = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
+    used = ("taps" if "conv_general_dilated" not in text
+            else "im2col_grad" if "concatenate" in text else "xla")
+    if jax.default_backend() != "cpu":
+        expected = "xla"
+    assert used == expected
+
+
 # --- max pooling: the fused running max against reduce_window + select_and_scatter
 
 POOL_CASES = [(2, 2, 0, False), (3, 2, 1, False), (3, 2, 0, True), (3, 1, 1, True),

@@ -361,24 +361,39 @@ def conv_im2col_grad(
 
 
 # Input channels up to which "auto" picks conv_taps, and from which it picks
-# conv_im2col_grad (measured in benchmarks/README.md).
+# conv_im2col_grad, on CPUs without AVX-512 (measured in benchmarks/README.md).
 TAPS_MAX_CHANNELS = 1
 IM2COL_GRAD_MIN_CHANNELS = 8
+
+
+@functools.cache
+def cpu_has_avx512() -> bool:
+    """True on a CPU with AVX-512F (from /proc/cpuinfo; False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
 
 
 def conv_auto(
     lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
     *args, **kwargs,
 ) -> jax.Array:
-    """The fastest measured on CPU: conv_patches for maps smaller than the kernel,
-    conv_taps for inputs of at most TAPS_MAX_CHANNELS channels, conv_im2col_grad from
-    IM2COL_GRAD_MIN_CHANNELS on; elsewhere (and on other backends) XLA's convolution."""
+    """The fastest measured on CPU: conv_patches for maps smaller than the kernel; else, on
+    AVX-512 CPUs, XLA's convolution; on others conv_taps for inputs of at most
+    TAPS_MAX_CHANNELS channels and conv_im2col_grad from IM2COL_GRAD_MIN_CHANNELS on.
+    Elsewhere (and on other backends) XLA's convolution."""
     impl = jax.lax.conv_general_dilated
     if jax.default_backend() == "cpu" and rhs.ndim == 4 and lhs.ndim == 4:
         if lhs.shape[1] < rhs.shape[0] or lhs.shape[2] < rhs.shape[1]:
             # A kernel larger than the map makes XLA:CPU swap the operands into a
             # convolution that runs ~100x slower than this one matmul.
             impl = conv_patches
+        elif cpu_has_avx512():
+            # XLA:CPU's convolutions (and their gradients) run 2-6x faster here than on
+            # the AVX2 machine the rules below were measured on, and beat the rewrites.
+            pass
         elif rhs.shape[2] <= TAPS_MAX_CHANNELS:
             impl = conv_taps
         elif rhs.shape[2] >= IM2COL_GRAD_MIN_CHANNELS:
