@@ -20,6 +20,7 @@ CONV_CASES = [
     (10, 9, 1, 6, 4, 2, ((2, 1), (1, 2))),
     (8, 8, 4, 2, 1, 2, "VALID"),
     (2, 3, 8, 4, 3, 1, ((1, 1), (1, 1))),  # a map smaller than the kernel ("auto": patches)
+    (4, 5, 6, 3, 3, 2, ((1, 1), (1, 1))),  # an output map smaller than the kernel
 ]
 
 
@@ -117,21 +118,26 @@ def test_lenet5_conv_impls_share_params_and_outputs():
     np.testing.assert_allclose(out["auto"], out["xla"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("avx512,cin,expected", [
-    (True, 16, "xla"), (True, 1, "xla"),
-    (False, 16, "im2col_grad"), (False, 1, "taps"), (False, 4, "xla"),
+@pytest.mark.parametrize("avx512,cin,side,stride,expected", [
+    (True, 16, 8, 1, "xla"), (True, 1, 8, 1, "xla"),
+    (False, 16, 8, 1, "im2col_grad"), (False, 1, 8, 1, "taps"), (False, 4, 8, 1, "xla"),
+    (True, 16, 2, 1, "patches"),  # input map smaller than the 3x3 kernel
+    (True, 16, 4, 2, "patches"),  # output map (2x2) smaller than the kernel
+    (False, 16, 4, 2, "patches"),
 ])
-def test_conv_auto_picks_by_cpu(monkeypatch, avx512, cin, expected):
+def test_conv_auto_picks_by_cpu(monkeypatch, avx512, cin, side, stride, expected):
     """AVX-512 CPUs get XLA's convolution; the rewrites only where they were measured faster."""
     monkeypatch.setattr(layers, "cpu_has_avx512", lambda: avx512)
-    x, w = jnp.ones((2, 8, 8, cin)), jnp.ones((3, 3, cin, 4))
+    x, w = jnp.ones((2, side, side, cin)), jnp.ones((3, 3, cin, 4))
 
     def loss(x, w):
-        return layers.conv_auto(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC).sum()
+        return layers.conv_auto(x, w, (stride, stride), ((1, 1), (1, 1)),
+                                dimension_numbers=NHWC).sum()
 
     text = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
-    used = ("taps" if "conv_general_dilated" not in text
-            else "im2col_grad" if "concatenate" in text else "xla")
+    xla_conv, im2col = "conv_general_dilated" in text, "concatenate" in text
+    used = {(True, True): "im2col_grad", (True, False): "xla",
+            (False, True): "patches", (False, False): "taps"}[(xla_conv, im2col)]
     if jax.default_backend() != "cpu":
         expected = "xla"
     assert used == expected

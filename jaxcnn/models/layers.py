@@ -376,19 +376,32 @@ def cpu_has_avx512() -> bool:
         return False
 
 
+def _kernel_exceeds_map(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
+                       padding: ConvPadding) -> bool:
+    """True when a kernel side is larger than the input or the output map's side."""
+    pads = _explicit_pads(lhs, rhs, strides, padding)
+    for axis in (0, 1):
+        n, k, (lo, hi) = lhs.shape[1 + axis], rhs.shape[axis], pads[axis]
+        out = (n + lo + hi - k) // strides[axis] + 1
+        if n < k or out < k:
+            return True
+    return False
+
+
 def conv_auto(
     lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
     *args, **kwargs,
 ) -> jax.Array:
-    """The fastest measured on CPU: conv_patches for maps smaller than the kernel; else, on
-    AVX-512 CPUs, XLA's convolution; on others conv_taps for inputs of at most
-    TAPS_MAX_CHANNELS channels and conv_im2col_grad from IM2COL_GRAD_MIN_CHANNELS on.
-    Elsewhere (and on other backends) XLA's convolution."""
+    """The fastest measured on CPU: conv_patches where the input or output map is smaller
+    than the kernel; else, on AVX-512 CPUs, XLA's convolution; on others conv_taps for
+    inputs of at most TAPS_MAX_CHANNELS channels and conv_im2col_grad from
+    IM2COL_GRAD_MIN_CHANNELS on. Elsewhere (and on other backends) XLA's convolution."""
     impl = jax.lax.conv_general_dilated
     if jax.default_backend() == "cpu" and rhs.ndim == 4 and lhs.ndim == 4:
-        if lhs.shape[1] < rhs.shape[0] or lhs.shape[2] < rhs.shape[1]:
-            # A kernel larger than the map makes XLA:CPU swap the operands into a
-            # convolution that runs ~100x slower than this one matmul.
+        if _kernel_exceeds_map(lhs, rhs, window_strides, padding):
+            # A kernel larger than the input or output map makes XLA:CPU swap the operands
+            # (of the convolution or of its input gradient) into a convolution that runs
+            # ~100x slower than this one matmul.
             impl = conv_patches
         elif cpu_has_avx512():
             # XLA:CPU's convolutions (and their gradients) run 2-6x faster here than on
