@@ -557,6 +557,22 @@ def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
     return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run)
 
 
+def _setup(table: str, budget: str, overrides: str | None,
+           data_dir: str | None) -> tuple[Budget, ml_collections.ConfigDict, Any]:
+    """(budget spec, training config, dataset) for one trained table."""
+    spec = get_budget(table, budget)
+    config = training_config(table, budget, overrides, data_dir)
+    return spec, config, budget_dataset(config, spec)
+
+
+def _variant(config: ml_collections.ConfigDict, model: str, **kwargs) -> ml_collections.ConfigDict:
+    """A copy of `config` training registry `model` built with `kwargs`."""
+    run = config.copy_and_resolve_references()
+    run.model = model
+    run.model_kwargs = ml_collections.ConfigDict(kwargs)
+    return run
+
+
 def _run_note(start: float, results: Sequence[RunResult], steps: int) -> str:
     """'machine: ...; wall time ...', saying when runs were resumed rather than trained."""
     note = f"machine: {machine_description()}; wall time {time.perf_counter() - start:.0f} s"
@@ -580,16 +596,12 @@ def filter_sizes_table(budget: str, runs_dir: str, *, overrides: str | None = No
                        trainer: Trainer = train_variant) -> Table:
     """One 5x5 vs two 3x3, one 7x7 vs three 3x3: counts at C=64 on 32x32 and trained accuracy."""
     names = _check_variants(variants, list(FILTER_VARIANTS), "filter_sizes")
-    spec = get_budget("filter_sizes", budget)
-    config = training_config("filter_sizes", budget, overrides, data_dir)
-    dataset = budget_dataset(config, spec)
+    spec, config, dataset = _setup("filter_sizes", budget, overrides, data_dir)
     width = spec.settings["width"]
     rows, results, start = [], [], time.perf_counter()
     for row in filter_size_rows(64, 32, names):
-        run = config.copy_and_resolve_references()
-        run.model = "filter_size_net"
-        run.model_kwargs = ml_collections.ConfigDict(
-            {"kernels": FILTER_VARIANTS[row["block"]], "width": width})
+        run = _variant(config, "filter_size_net", kernels=FILTER_VARIANTS[row["block"]],
+                       width=width)
         result = trainer(run, dataset, os.path.join(runs_dir, row["block"].replace("+", "_")),
                          None)
         results.append(result)
@@ -621,14 +633,10 @@ def alexnet_ablation_table(budget: str, runs_dir: str, *, overrides: str | None 
                            trainer: Trainer = train_variant) -> Table:
     """Zeiler & Fergus's layer removals: parameters removed and the drop in test accuracy."""
     names = _check_variants(variants, list(ALEXNET_VARIANTS), "alexnet_ablation")
-    spec = get_budget("alexnet_ablation", budget)
-    config = training_config("alexnet_ablation", budget, overrides, data_dir)
-    dataset = budget_dataset(config, spec)
+    _, config, dataset = _setup("alexnet_ablation", budget, overrides, data_dir)
     rows, top1, results, start = [], {}, [], time.perf_counter()
     for name, row in zip(names, alexnet_param_rows(variants=names)):
-        run = config.copy_and_resolve_references()
-        run.model = "alexnet"
-        run.model_kwargs = ml_collections.ConfigDict({"drop_layers": ALEXNET_VARIANTS[name]})
+        run = _variant(config, "alexnet", drop_layers=ALEXNET_VARIANTS[name])
         result = trainer(run, dataset, os.path.join(runs_dir, name.replace(",", "_")), None)
         results.append(result)
         top1[name] = _pct(result.metrics.get("top1"))
@@ -693,9 +701,7 @@ def residual_vs_plain_table(budget: str, runs_dir: str, *, overrides: str | None
                             data_dir: str | None = None, depths: Sequence[int] | None = None,
                             trainer: Trainer = train_variant) -> Table:
     """Training error vs depth of plain and residual CIFAR ResNets, with the curves."""
-    spec = get_budget("residual_vs_plain", budget)
-    config = training_config("residual_vs_plain", budget, overrides, data_dir)
-    dataset = budget_dataset(config, spec)
+    spec, config, dataset = _setup("residual_vs_plain", budget, overrides, data_dir)
     widths = tuple(spec.settings["widths"])
     depths = tuple(depths or spec.settings["depths"])
     rows, series, results, start = [], {}, [], time.perf_counter()
@@ -703,9 +709,7 @@ def residual_vs_plain_table(budget: str, runs_dir: str, *, overrides: str | None
         for plain in (True, False):
             label = f"{'plain' if plain else 'residual'}-{depth}"
             model = cifar_resnet(depth, plain, widths, dataset.num_classes)
-            run = config.copy_and_resolve_references()
-            run.model = f"resnet{depth}_cifar"
-            run.model_kwargs = ml_collections.ConfigDict({"plain": plain})
+            run = _variant(config, f"resnet{depth}_cifar", plain=plain)
             result = trainer(run, dataset, os.path.join(runs_dir, label), model)
             results.append(result)
             curve = tuple((step, 100.0 * (1.0 - acc)) for step, acc in result.curve)

@@ -11,48 +11,12 @@ from jaxcnn import convert, models
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from benchmarks import torch_models  # noqa: E402  (AlexNet, VGG: torchvision's layouts)
+
 torch.set_grad_enabled(False)
 
 
 # --- the torchvision layouts, written out in plain torch.nn (torchvision is not a dependency)
-
-
-def torch_alexnet(num_classes: int) -> nn.Module:
-    model = nn.Module()
-    model.features = nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
-    )
-    model.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-    model.classifier = nn.Sequential(
-        nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
-        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, num_classes),
-    )
-    model.forward = lambda x: model.classifier(torch.flatten(model.avgpool(model.features(x)), 1))
-    return model
-
-
-def torch_vgg11(num_classes: int, batch_norm: bool) -> nn.Module:
-    layers, channels = [], 3
-    for width in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
-        if width == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-            continue
-        layers.append(nn.Conv2d(channels, width, 3, padding=1))
-        layers += [nn.BatchNorm2d(width), nn.ReLU()] if batch_norm else [nn.ReLU()]
-        channels = width
-    model = nn.Module()
-    model.features = nn.Sequential(*layers)
-    model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-    model.classifier = nn.Sequential(
-        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, num_classes),
-    )
-    model.forward = lambda x: model.classifier(torch.flatten(model.avgpool(model.features(x)), 1))
-    return model
 
 
 class TorchBlock(nn.Module):
@@ -208,13 +172,13 @@ def _compare(name: str, torch_model: nn.Module, side: int, **model_kwargs) -> di
 def test_alexnet_matches_torch():
     # 127 -> 3x3 features, which the 6x6 adaptive pool spreads unevenly: the NCHW->NHWC
     # flatten permutation of fc6 and the adaptive bins both matter.
-    _compare("alexnet", _randomize(torch_alexnet(10), 0), side=127)
+    _compare("alexnet", _randomize(torch_models.AlexNet(10, 3), 0), side=127)
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_vgg11_matches_torch(batch_norm):
     name = "vgg11_bn" if batch_norm else "vgg11"
-    _compare(name, _randomize(torch_vgg11(10, batch_norm), 1), side=64)
+    _compare(name, _randomize(torch_models.VGG(11, batch_norm, 10, 3), 1), side=64)
 
 
 def test_resnet18_matches_torch():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -123,30 +124,30 @@ def _max_over_views(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.A
     return _first_max(*views) if stride == 1 else _running_max(views)[0]
 
 
-class MaxPool(nn.Module):
+class _Pool(nn.Module):
+    """Pooling of kind KIND (window, stride, symmetric padding, torch ceil_mode)."""
+
+    KIND: ClassVar[str]
+    window: int
+    stride: int
+    padding: Pads = ((0, 0), (0, 0))
+    ceil_mode: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return pool2d(x, self.KIND, self.window, self.stride, self.padding, self.ceil_mode)
+
+
+class MaxPool(_Pool):
     """Max pooling (window, stride, symmetric padding, torch ceil_mode) as a module."""
 
-    window: int
-    stride: int
-    padding: Pads = ((0, 0), (0, 0))
-    ceil_mode: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return pool2d(x, "max", self.window, self.stride, self.padding, self.ceil_mode)
+    KIND = "max"
 
 
-class AvgPool(nn.Module):
+class AvgPool(_Pool):
     """Average pooling (window, stride, symmetric padding, torch ceil_mode) as a module."""
 
-    window: int
-    stride: int
-    padding: Pads = ((0, 0), (0, 0))
-    ceil_mode: bool = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return pool2d(x, "avg", self.window, self.stride, self.padding, self.ceil_mode)
+    KIND = "avg"
 
 
 class GlobalAvgPool(nn.Module):
@@ -249,55 +250,56 @@ def _explicit_pads(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
     return [tuple(p) for p in padding]
 
 
-def conv_taps(
-    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
-    lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-    precision=None, preferred_element_type=None, **kwargs,
-) -> jax.Array:
+def _nhwc_conv(core: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """`core(lhs, rhs, strides, pads, precision, preferred_element_type)` with
+    lax.conv_general_dilated's signature: plain 2-D NHWC x HWIO convolutions reach `core`
+    (padding made explicit); others (dilation, groups, other layouts) go to lax's."""
+
+    @functools.wraps(core)
+    def conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+             padding: ConvPadding, lhs_dilation=None, rhs_dilation=None,
+             dimension_numbers=None, feature_group_count: int = 1, precision=None,
+             preferred_element_type=None, **kwargs) -> jax.Array:
+        if kwargs.get("batch_group_count", 1) != 1 or not _is_plain_2d(
+                lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
+            return jax.lax.conv_general_dilated(
+                lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                dimension_numbers, feature_group_count, precision=precision,
+                preferred_element_type=preferred_element_type, **kwargs)
+        pads = tuple(tuple(p) for p in _explicit_pads(lhs, rhs, window_strides, padding))
+        return core(lhs, rhs, tuple(window_strides), pads, precision, preferred_element_type)
+
+    return conv
+
+
+@_nhwc_conv
+def conv_taps(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
+              precision=None, preferred_element_type=None) -> jax.Array:
     """Convolution as a sum over kernel taps (a, b) of 1x1 convs of strided input views.
 
     NHWC input, HWIO kernel -> NHWC. With one input channel each term is a broadcast
     multiply and XLA fuses the whole sum, its gradients included, into elementwise loops:
     several times faster on CPU than XLA's convolution for LeNet's first layer.
-    Other configurations (dilation, groups, other layouts) use lax.conv_general_dilated.
     """
-    if kwargs.get("batch_group_count", 1) != 1 or not _is_plain_2d(
-            lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, precision=precision,
-            preferred_element_type=preferred_element_type, **kwargs)
-    views = _window_views(lhs, rhs.shape[:2], tuple(window_strides),
-                          _explicit_pads(lhs, rhs, window_strides, padding))
+    views = _window_views(lhs, rhs.shape[:2], strides, pads)
     taps = rhs.reshape(-1, *rhs.shape[2:])
     out = None
     for view, tap in zip(views, taps):
         term = jax.lax.dot_general(view, tap, (((3,), (0,)), ((), ())), precision=precision,
                                    preferred_element_type=preferred_element_type)
         out = term if out is None else out + term
-    # Materialise the sum: otherwise XLA re-computes all taps inside every consumer fusion.
-    return jax.lax.optimization_barrier(out)
+    return out
 
 
-def conv_patches(
-    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
-    lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-    precision=None, preferred_element_type=None, **kwargs,
-) -> jax.Array:
+@_nhwc_conv
+def conv_patches(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
+                 precision=None, preferred_element_type=None) -> jax.Array:
     """Convolution as im2col + one matmul: (N*OH*OW, KH*KW*Cin) patches @ (KH*KW*Cin, Cout).
 
     The patches are the strided input views concatenated on channels, in the order of
-    the HWIO kernel's rows. Unsupported configurations use lax.conv_general_dilated.
+    the HWIO kernel's rows.
     """
-    if kwargs.get("batch_group_count", 1) != 1 or not _is_plain_2d(
-            lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, precision=precision,
-            preferred_element_type=preferred_element_type, **kwargs)
-    views = _window_views(lhs, rhs.shape[:2], tuple(window_strides),
-                          _explicit_pads(lhs, rhs, window_strides, padding))
-    patches = jnp.concatenate(views, axis=-1)
+    patches = jnp.concatenate(_window_views(lhs, rhs.shape[:2], strides, pads), axis=-1)
     return jax.lax.dot_general(patches, rhs.reshape(-1, rhs.shape[-1]), (((3,), (0,)), ((), ())),
                                precision=precision,
                                preferred_element_type=preferred_element_type)
@@ -337,27 +339,21 @@ def _conv_im2col_grad_bwd(strides, pads, precision, residuals, g):
 _conv_im2col_grad.defvjp(_conv_im2col_grad_fwd, _conv_im2col_grad_bwd)
 
 
-def conv_im2col_grad(
-    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
-    lhs_dilation=None, rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-    precision=None, preferred_element_type=None, **kwargs,
-) -> jax.Array:
+@_nhwc_conv
+def conv_im2col_grad(lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int], pads: Pads,
+                     precision=None, preferred_element_type=None) -> jax.Array:
     """XLA's convolution and input gradient, with the kernel gradient as im2col + one matmul.
 
-    XLA:CPU computes the kernel gradient as a convolution whose window is the whole output
-    map, which runs at a few GFLOP/s for large maps; the matmul runs near the machine's
-    peak. A custom VJP, so forward-mode differentiation (jax.jvp) is not available.
-    Unsupported configurations use lax.conv_general_dilated.
+    XLA:CPU without its AVX-512 kernels computes the kernel gradient as a convolution whose
+    window is the whole output map, at a few GFLOP/s for large maps; the matmul runs near
+    the machine's peak. A custom VJP, so forward-mode differentiation (jax.jvp) is not
+    available; with a preferred_element_type, XLA's convolution is used.
     """
-    if (preferred_element_type is not None or kwargs.get("batch_group_count", 1) != 1
-            or not _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                                feature_group_count)):
+    if preferred_element_type is not None:
         return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, precision=precision,
-            preferred_element_type=preferred_element_type, **kwargs)
-    pads = tuple(tuple(p) for p in _explicit_pads(lhs, rhs, window_strides, padding))
-    return _conv_im2col_grad(lhs, rhs, tuple(window_strides), pads, precision)
+            lhs, rhs, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=precision, preferred_element_type=preferred_element_type)
+    return _conv_im2col_grad(lhs, rhs, strides, pads, precision)
 
 
 # Input channels up to which "auto" picks conv_taps, and from which it picks
