@@ -201,3 +201,38 @@ def test_max_pool_propagates_nan(stride):
                                        _reduce_window_max(x, 3, stride, 1, False)))(x)
     np.testing.assert_array_equal(jnp.isnan(out), jnp.isnan(expected))
     assert bool(jnp.isnan(out).any())
+
+
+# --- materialize: identity in value and derivatives, a fusion boundary only when differentiated
+
+
+@pytest.mark.parametrize("first", [1.5, float("nan")])
+def test_materialize_is_the_identity(first):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4, 5)), jnp.float32)
+    x = x.at[0, 0, 0, 0].set(first)  # NaN first: the conditional's other branch
+    weights = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)
+
+    def f(x):
+        return jnp.sum(jnp.tanh(layers.materialize(x * 2.0)) * weights)
+
+    def g(x):
+        return jnp.sum(jnp.tanh(x * 2.0) * weights)
+
+    np.testing.assert_array_equal(jax.jit(layers.materialize)(x), x)
+    np.testing.assert_array_equal(jax.jit(jax.grad(f))(x), jax.jit(jax.grad(g))(x))
+    tangent = jnp.ones_like(x)
+    np.testing.assert_array_equal(jax.jvp(f, (x,), (tangent,))[1], jax.jvp(g, (x,), (tangent,))[1])
+
+
+def test_materialize_adds_a_conditional_only_when_differentiated():
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+
+    def loss(x, w):
+        y = jnp.maximum(x * 2.0 + 1.0, 0.0)
+        return layers.conv_auto(y, w, (1, 1), "SAME", dimension_numbers=NHWC).sum()
+
+    forward = jax.jit(loss).lower(x, w).compile().as_text()
+    # Differentiated w.r.t. x too: like every conv input after the first in a network.
+    train = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
+    assert "conditional(" not in forward
+    assert ("conditional(" in train) == (jax.default_backend() == "cpu")

@@ -384,6 +384,36 @@ def _kernel_exceeds_map(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int],
     return False
 
 
+def _own_buffer(pred: jax.Array, v: jax.Array) -> jax.Array:
+    """v through a conditional: XLA:CPU fuses nothing across it. The second branch (taken
+    only when pred is False) returns v as well."""
+    return jax.lax.cond(pred, lambda v: v, lambda v: v + 0.0, v)
+
+
+@jax.custom_jvp
+def materialize(x: jax.Array) -> jax.Array:
+    """x; when differentiated, x and its tangent (so also the cotangent in the backward
+    pass) are computed once into their own buffers of the compiled program.
+
+    In a train step XLA:CPU otherwise re-computes the elementwise chain producing a
+    convolution's input (BatchNorm, ReLU, the residual adds of several blocks), and the
+    chain producing its gradient, inside each consumer fusion, e.g. the transposes that
+    feed the kernel gradient. It strips optimization_barrier but keeps a conditional as a
+    fusion boundary. Without autodiff (inference) x passes through untouched.
+    """
+    return x
+
+
+@materialize.defjvp
+def _materialize_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    if x.size == 0:
+        return x, t
+    first = x.reshape(-1)[0]
+    pred = first == first  # True unless NaN; data-dependent, so XLA keeps the conditional
+    return _own_buffer(pred, x), _own_buffer(pred, t)
+
+
 def conv_auto(
     lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: ConvPadding,
     *args, **kwargs,
@@ -391,9 +421,11 @@ def conv_auto(
     """The fastest measured on CPU: conv_patches where the input or output map is smaller
     than the kernel; else, on AVX-512 CPUs, XLA's convolution; on others conv_taps for
     inputs of at most TAPS_MAX_CHANNELS channels and conv_im2col_grad from
-    IM2COL_GRAD_MIN_CHANNELS on. Elsewhere (and on other backends) XLA's convolution."""
+    IM2COL_GRAD_MIN_CHANNELS on; on CPU the input is `materialize`d first. Elsewhere
+    (and on other backends) XLA's convolution, unchanged."""
     impl = jax.lax.conv_general_dilated
     if jax.default_backend() == "cpu" and rhs.ndim == 4 and lhs.ndim == 4:
+        lhs = materialize(lhs)
         if _kernel_exceeds_map(lhs, rhs, window_strides, padding):
             # A kernel larger than the input or output map makes XLA:CPU swap the operands
             # (of the convolution or of its input gradient) into a convolution that runs
