@@ -29,9 +29,9 @@ class LeNet5(nn.Module):
     `activation` is "relu" (default), "tanh" or "sigmoid"; `pool` is "max" or "avg"
     (the 1998 network is activation="tanh", pool="avg"). Sown intermediates: act1..act4
     (the activations of conv1, conv2, fc3, fc4). `conv_impl` picks the convolution
-    algorithm (layers.CONV_IMPLS: "auto", "xla", "taps", "patches"); the parameters are
-    the same for all of them. "auto" is the fastest measured on CPU: XLA's convolution
-    when training, conv_taps for the one-channel conv1 at inference.
+    algorithm (layers.CONV_IMPLS); the parameters are the same for all of them. "auto" is
+    the fastest measured on CPU: XLA's convolution when training; at inference
+    layers.conv_auto's choice (conv_taps for the one-channel conv1 on CPUs without AVX-512).
     """
 
     num_classes: int = 10
