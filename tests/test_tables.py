@@ -180,6 +180,18 @@ def test_filter_sizes_all_variants_structure(tmp_path):
     assert _md_grid(paths[0])[1] == 4 and len(_csv_rows(paths[1])) == 4
 
 
+def test_resumed_runs_are_reported_with_the_steps_trained(tmp_path):
+    # Two variants of 2 tiny-budget steps each; each call trained 1 step (resumed at step 1).
+    def resumed(config, dataset, workdir, model):
+        return harness.RunResult({"top1": 0.5}, [(2, 0.5)], steps_run=1)
+
+    table = filter_sizes.filter_sizes_table("tiny", str(tmp_path), variants=("5x5", "7x7"),
+                                            trainer=resumed)
+    assert table.notes[-1].endswith("s for 2 of the 4 training steps (the rest were resumed "
+                                    "from finished or interrupted runs in runs_dir)")
+    assert [row["top1"] for row in table.rows] == [50.0, 50.0]
+
+
 def test_alexnet_ablation_structure(tmp_path):
     calls = []
     table = alexnet_ablation.alexnet_ablation_table("tiny", str(tmp_path),

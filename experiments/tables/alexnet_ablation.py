@@ -58,8 +58,8 @@ def alexnet_ablation_table(budget: str, runs_dir: str, *, overrides: str | None 
                            trainer: harness.Trainer = harness.train_variant) -> Table:
     """Zeiler & Fergus's layer removals: parameters removed and the drop in test accuracy."""
     names = harness.check_variants(variants, list(ALEXNET_VARIANTS), "alexnet_ablation")
-    _, runs = harness.start_runs(TRAINING_BUDGETS, budget, runs_dir, overrides=overrides,
-                                 data_dir=data_dir, trainer=trainer)
+    runs = harness.start_runs(TRAINING_BUDGETS, budget, runs_dir, overrides=overrides,
+                              data_dir=data_dir, trainer=trainer)
     rows, top1 = [], {}
     for name, row in zip(names, alexnet_param_rows(variants=names)):
         result = runs.train(name.replace(",", "_"), "alexnet",

@@ -45,9 +45,9 @@ def filter_sizes_table(budget: str, runs_dir: str, *, overrides: str | None = No
                        trainer: harness.Trainer = harness.train_variant) -> Table:
     """One 5x5 vs two 3x3, one 7x7 vs three 3x3: counts at C=64 on 32x32 and trained accuracy."""
     names = harness.check_variants(variants, list(FILTER_VARIANTS), "filter_sizes")
-    spec, runs = harness.start_runs(TRAINING_BUDGETS, budget, runs_dir, overrides=overrides,
-                                    data_dir=data_dir, trainer=trainer)
-    width = spec.settings["width"]
+    runs = harness.start_runs(TRAINING_BUDGETS, budget, runs_dir, overrides=overrides,
+                              data_dir=data_dir, trainer=trainer)
+    width = runs.spec.settings["width"]
     rows = []
     for row in filter_size_rows(64, 32, names):
         kwargs = {"kernels": FILTER_VARIANTS[row["block"]], "width": width}

@@ -186,12 +186,13 @@ def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
 
 @dataclasses.dataclass
 class Runs:
-    """A trained table's training: one config and dataset, every variant trained on them.
+    """A trained table's training at one budget: one config and dataset for every variant.
 
     `train` trains one variant (the config with another model) in runs_dir/NAME; `notes` are
     the data, the training and the machine/wall-time notes, once every variant has trained.
     """
 
+    spec: Budget
     config: ml_collections.ConfigDict
     dataset: Any
     runs_dir: str
@@ -226,13 +227,13 @@ class Runs:
 
 def start_runs(budgets: Mapping[str, Budget], budget: str, runs_dir: str, *,
                overrides: str | None = None, data_dir: str | None = None,
-               trainer: Trainer = train_variant) -> tuple[Budget, Runs]:
-    """(the budget's spec, its Runs): a table's config and data at `budget` of `budgets`."""
+               trainer: Trainer = train_variant) -> Runs:
+    """The Runs of a table at `budget` (one of `budgets`): its config and data, no run yet."""
     check_budget(budget)
     spec = budgets[budget]
     config = training_config(spec, overrides, data_dir)
     dataset = budget_dataset(config, spec)
-    return spec, Runs(config, dataset, runs_dir, trainer, time.perf_counter())
+    return Runs(spec, config, dataset, runs_dir, trainer, time.perf_counter())
 
 
 def percent(fraction: float | None) -> float | None:

@@ -46,10 +46,10 @@ def residual_vs_plain_table(budget: str, runs_dir: str, *, overrides: str | None
                             data_dir: str | None = None, depths: Sequence[int] | None = None,
                             trainer: harness.Trainer = harness.train_variant) -> Table:
     """Training error vs depth of plain and residual CIFAR ResNets, with the curves."""
-    spec, runs = harness.start_runs(TRAINING_BUDGETS, budget, runs_dir, overrides=overrides,
-                                    data_dir=data_dir, trainer=trainer)
-    widths = tuple(spec.settings["widths"])
-    depths = tuple(depths or spec.settings["depths"])
+    runs = harness.start_runs(TRAINING_BUDGETS, budget, runs_dir, overrides=overrides,
+                              data_dir=data_dir, trainer=trainer)
+    widths = tuple(runs.spec.settings["widths"])
+    depths = tuple(depths or runs.spec.settings["depths"])
     rows, series = [], {}
     for depth in depths:
         for plain in (True, False):
