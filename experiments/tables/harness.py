@@ -1,9 +1,10 @@
 """How the trained tables train and the architectures table times: budgets, data, runs.
 
 Every variant trains through `jaxcnn.train.train_and_evaluate` (`train_variant`); timing uses
-the training loop's own compiled steps (`measure_throughput`, through `_loop_program`, the one
-place this module reaches below `train_and_evaluate`). A table trains its variants through one
-`Runs`: the same config and data for every variant, and the notes saying what ran where.
+the training loop's own steps from `jaxcnn.train.build_program` (`measure_throughput`, through
+`_loop_program`, the one place this module reaches below `train_and_evaluate`). A table trains
+its variants through one `Runs`: the same config and data for every variant, and the notes
+saying what ran where.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from experiments.tables.render import machine_description
-from jaxcnn import data, losses, train
+from jaxcnn import data, train
 
 BUDGETS = ("tiny", "small", "full")
 
@@ -167,15 +168,7 @@ Trainer = Callable[[ml_collections.ConfigDict, Any, str, Any], RunResult]
 def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
                   model: Any = None) -> RunResult:
     """Train config.model (or `model`, a flax module) on `dataset` with train_and_evaluate."""
-    if model is None:
-        task = train.classification_task(config, dataset)
-    else:  # the same cross-entropy task, for a module the registry cannot build
-        smoothing = config.label_smoothing
-        task = train.Task(
-            model, dataset,
-            lambda out, batch: losses.classification_loss(out, batch["label"], smoothing),
-            lambda out, batch: losses.classification_eval_sums(out, batch["label"],
-                                                               batch["mask"]))
+    task = train.classification_task(config, dataset, model=model)
     result = train.train_and_evaluate(config, workdir, task)
     return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run)
 
@@ -258,13 +251,12 @@ def _loop_program(config: ml_collections.ConfigDict, task: train.Task,
                   total_steps: int) -> tuple[Any, Callable, Callable]:
     """(initial state, jitted train step (donates the state), jitted eval step) of the loop.
 
-    The one place the tables build the training loop's steps themselves.
+    The loop's own program (`train.build_program`), its pure steps jit-compiled for the
+    default device: the timing feeds whole batches that need not split over a mesh.
     """
-    schedule = train.make_schedule(config, 1, total_steps)
-    tx = train.make_optimizer(config, schedule)
-    train_step, eval_step = train.make_steps(task, tx, schedule, lambda images: images)
-    state = jax.jit(train.init_state(task, tx, config.seed))(jax.random.PRNGKey(config.seed))
-    return state, jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    program = train.build_program(config, task, total_steps=total_steps, steps_per_epoch=1)
+    state = jax.jit(program.init_fn)(program.rng)
+    return (state, jax.jit(program.train_fn, donate_argnums=0), jax.jit(program.eval_fn))
 
 
 def measure_throughput(model: str, input_shape: Sequence[int], num_classes: int, batch: int,
@@ -280,7 +272,7 @@ def measure_throughput(model: str, input_shape: Sequence[int], num_classes: int,
     y = (np.arange(batch) % num_classes).astype(np.int32)
     dataset = data.ArrayDataset("random", x, y, x, y, num_classes)
     config = train.default_config()
-    config.model, config.optimizer = model, "momentum"
+    config.model, config.optimizer, config.normalize = model, "momentum", False
     task = train.classification_task(config, dataset)
     state, jit_train, jit_eval = _loop_program(config, task, steps + 1)
     batch_arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
