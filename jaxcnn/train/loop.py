@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from jaxcnn import data as data_lib
-from jaxcnn import losses, models
+from jaxcnn import kernels, losses, models
 from jaxcnn.train import sharding
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.config import check_keys, to_steps
@@ -56,8 +56,10 @@ def classification_task(config: ml_collections.ConfigDict, dataset: Any = None) 
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
         augment=config.augment, download=config.download,
     )
+    conv_impl = kernels.choose(config.conv_impl, jax.devices()[0].platform)  # the mesh's devices
     model = models.get_model(config.model, num_classes=dataset.num_classes,
-                             dtype=jnp.dtype(config.dtype), **config.model_kwargs)
+                             dtype=jnp.dtype(config.dtype),
+                             **{"conv_impl": conv_impl, **config.model_kwargs})
     smoothing = config.label_smoothing
     return Task(
         model=model,
