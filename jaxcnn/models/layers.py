@@ -16,7 +16,6 @@ import numpy as np
 from jaxcnn import kernels
 
 Pads = Sequence[tuple[int, int]]
-ConvPadding = str | Sequence[tuple[int, int]]
 
 
 def _ceil_extra(n: int, f: int, s: int, lo: int, hi: int) -> int:
