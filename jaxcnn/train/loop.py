@@ -23,8 +23,8 @@ import optax
 from jaxcnn import data as data_lib
 from jaxcnn import losses, models
 from jaxcnn.train import sharding
-from jaxcnn.train.checkpoint import Checkpointer
-from jaxcnn.train.config import check_keys, to_steps
+from jaxcnn.train.checkpoint import Checkpointer, saved_steps
+from jaxcnn.train.config import check_keys, to_steps, validate_config
 from jaxcnn.train.metrics import MetricWriter, Progress
 from jaxcnn.train.optim import make_optimizer, make_schedule
 from jaxcnn.train.state import TrainState
@@ -54,7 +54,7 @@ def classification_task(config: ml_collections.ConfigDict, dataset: Any = None) 
     """The registry model named by config.model, trained with cross-entropy."""
     dataset = dataset or data_lib.get_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-        augment=config.augment, download=config.download,
+        augment=config.augment, download=config.download, num_classes=config.num_classes,
     )
     model = models.get_model(config.model, num_classes=dataset.num_classes,
                              dtype=jnp.dtype(config.dtype), **config.model_kwargs)
@@ -184,9 +184,14 @@ def evaluate(eval_step, state, dataset, global_batch: int, mesh) -> dict[str, fl
         for key, value in sums.items():
             totals[key] = totals.get(key, 0.0) + float(value)
     count = max(totals.pop("count", 0.0), 1.0)
-    result = {key: value / count for key, value in totals.items()}
+    result = {key: value if key in COUNTED_METRICS else value / count
+              for key, value in totals.items()}
     result["count"] = count
     return result
+
+
+# Eval sums reported as totals rather than divided by the example count.
+COUNTED_METRICS = ("nonfinite",)
 
 
 def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -194,15 +199,38 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
     return {key: float(np.mean([m[key] for m in fetched])) for key in fetched[0]}
 
 
+_NONFINITE_HINTS = {
+    "loss": "the parameters it started from were finite, so look at this step's batch (NaN or "
+            "inf inputs) or lower learning_rate",
+    "param_norm": "the loss was finite but the update was not (the gradients overflowed): "
+                  "lower learning_rate or set grad_clip_norm",
+}
+
+
 def _check_finite(history: list[dict[str, Any]], first_step: int, last_good: int | None,
-                  ckpt_dir: str) -> None:
-    losses_ = [float(m["loss"]) for m in jax.device_get(history)]
-    for offset, value in enumerate(losses_):
-        if not np.isfinite(value):
-            raise FloatingPointError(
-                f"loss became {value} at step {first_step + offset + 1}; last good checkpoint: "
-                f"{'none' if last_good is None else f'step {last_good}'} in {ckpt_dir}"
-            )
+                  unverified: int | None, ckpt_dir: str) -> int | None:
+    """Raise at the first non-finite loss or parameter norm; return the updated last good step.
+
+    The loss of step s is computed from the parameters saved at step s - 1, so a saved step
+    (`unverified`) becomes the last good checkpoint once the loss of the step after it is finite.
+    """
+    for offset, metrics in enumerate(jax.device_get(history)):
+        step = first_step + offset + 1
+        for key in ("loss", "param_norm"):
+            value = float(metrics.get(key, 0.0))
+            if not np.isfinite(value):
+                good = "none" if last_good is None else f"step {last_good}"
+                note = (f"; step {unverified} was saved but the loss after it is {value}"
+                        if unverified is not None and unverified != last_good
+                        and step == unverified + 1 and key == "loss" else "")
+                raise FloatingPointError(
+                    f"{key} became {value} at step {step}; last good checkpoint: {good} in "
+                    f"{ckpt_dir} (finite parameters and a finite loss on the next step){note}. "
+                    f"{_NONFINITE_HINTS[key]}"
+                )
+            if key == "loss" and unverified is not None and step == unverified + 1:
+                last_good = unverified
+    return last_good
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +254,9 @@ def _compile(config: ml_collections.ConfigDict, task: Task) -> _Compiled:
     sharding.check_batch_size(config.batch_size, mesh)
     # Eval pads its batches anyway, so round its size up to a multiple of the devices.
     eval_batch = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
+    if config.batch_size > dataset.num_train:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the {dataset.num_train} "
+                         f"training examples of {config.dataset!r}; use a smaller batch_size")
     steps_per_epoch = dataset.steps_per_epoch(config.batch_size)
     total_steps = to_steps(config, "train", steps_per_epoch)
     if total_steps < 1:
@@ -255,6 +286,7 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
     check_keys(config)
+    validate_config(config)  # before any file is written
     task = task or classification_task(config)
     run = _compile(config, task)
     is_main = jax.process_index() == 0
@@ -299,9 +331,15 @@ def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
 ) -> tuple[int, dict[str, float]]:
     """(step, eval metrics) of the latest readable checkpoint in workdir/checkpoints."""
+    check_keys(config)
+    validate_config(config)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not saved_steps(ckpt_dir):  # checked before Orbax creates folders or threads
+        raise FileNotFoundError(
+            f"no checkpoint in {ckpt_dir}: train first (python -m experiments.train "
+            f"--workdir={workdir} ...) or pass the workdir of a finished run")
     task = task or classification_task(config)
     run = _compile(config, task)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
     checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False)
     try:
         step, state = checkpointer.restore_latest(run.abstract_state)
@@ -330,7 +368,7 @@ def _run(config, state, start_step, total_steps, dataset, mesh, jit_train, run_e
 def _steps(config, state, start_step, total_steps, batches, mesh, jit_train, run_eval,
            checkpointer, writer, progress, ckpt_dir) -> TrainState:
     history: list[dict[str, Any]] = []
-    last_good = checkpointer.latest_step()
+    last_good, unverified = None, checkpointer.latest_step()
     wait_time, window_start, window_first = 0.0, time.perf_counter(), start_step
     for step in range(start_step, total_steps):
         t0 = time.perf_counter()
@@ -341,7 +379,8 @@ def _steps(config, state, start_step, total_steps, batches, mesh, jit_train, run
         done = step + 1
         is_last = done == total_steps
         if done % config.log_every_steps == 0 or is_last:
-            _check_finite(history, done - len(history), last_good, ckpt_dir)
+            last_good = _check_finite(history, done - len(history), last_good, unverified,
+                                      ckpt_dir)
             summary = _mean_metrics(history)
             elapsed = time.perf_counter() - window_start
             summary["images_per_sec"] = (done - window_first) * config.batch_size / elapsed
@@ -354,7 +393,8 @@ def _steps(config, state, start_step, total_steps, batches, mesh, jit_train, run
         if config.eval_every_steps and done % config.eval_every_steps == 0 and not is_last:
             writer.write(done, "eval", run_eval(state))
         if done % config.checkpoint_every_steps == 0 or is_last:
-            _check_finite(history, done - len(history), last_good, ckpt_dir)
+            last_good = _check_finite(history, done - len(history), last_good, unverified,
+                                      ckpt_dir)
             checkpointer.save(done, state)
-            last_good = done
+            unverified = done
     return state
