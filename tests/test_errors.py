@@ -330,9 +330,10 @@ def _read_event_scalars(directory):
 
 
 def test_embedded_mnist_run_never_imports_tensorflow(tmp_path):
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", _NO_TF_RUN, str(tmp_path)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+                            env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1])["tf"] is False
     assert "oneDNN" not in result.stderr
@@ -343,3 +344,26 @@ def test_embedded_mnist_run_never_imports_tensorflow(tmp_path):
         if row["split"] == "train":
             assert scalars[("train/loss", row["step"])] == pytest.approx(row["loss"], rel=1e-6)
     assert ("eval/top1", 3) in scalars
+
+
+def test_tensorflow_import_for_tfds_hides_its_banners(tmp_path, monkeypatch, capfd):
+    from jaxcnn.data import tfds_pipeline
+
+    # A stand-in TensorFlow that, like TF 2.21, writes its banner from C++ straight to fd 2
+    # while it is imported (before TF_CPP_MIN_LOG_LEVEL is read).
+    (tmp_path / "tensorflow.py").write_text(
+        "import os\nos.write(2, b'I0000 port.cc:153] oneDNN custom operations are on\\n')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    for level, shown in ((None, False), ("0", True)):
+        monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+        if level is not None:
+            monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+        capfd.readouterr()
+        module = tfds_pipeline.import_tensorflow()
+        assert module.__file__ == str(tmp_path / "tensorflow.py")
+        assert ("oneDNN" in capfd.readouterr().err) is shown
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    tfds_pipeline.import_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"  # later INFO lines stay hidden too

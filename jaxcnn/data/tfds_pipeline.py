@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
 import os
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,18 +26,38 @@ KNOWN_DATASETS = {
 EVAL_CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then centre-crop
 
 
-def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ INFO banners (oneDNN, CPU features) unless the user chose a level.
+def import_tensorflow():
+    """TensorFlow, imported on first use (TFDS data only) without its C++ start-up banners.
 
-    Effective only before TensorFlow is first imported, which jaxcnn does only for TFDS data.
+    TF 2.21 prints its oneDNN and CPU-feature lines before its logging reads
+    TF_CPP_MIN_LOG_LEVEL, so stderr is redirected for the import itself; set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them. Later TF messages below WARNING stay hidden (level 1).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        with _stderr_to_devnull(os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull(enabled: bool):
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _tf():
-    quiet_tensorflow()
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     # TF must never claim an accelerator that JAX is about to use.
     tf.config.set_visible_devices([], "GPU")
     return tf
@@ -53,8 +75,7 @@ def _not_prepared_message(name: str, builder_dir: str) -> str:
 
 def open_builder(name: str, data_dir: str | None, download: bool):
     """The TFDS builder for `name`, prepared; fails at once with a how-to if it is not."""
-    quiet_tensorflow()
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # imports TensorFlow lazily, not yet
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -66,6 +87,7 @@ def open_builder(name: str, data_dir: str | None, download: bool):
         raise ValueError(f"cannot open TFDS dataset {name!r} (data_dir={data_dir!r}): "
                          f"{type(error).__name__}: {first}") from error
     if download:
+        import_tensorflow()  # before TFDS imports it, with its banners
         try:
             builder.download_and_prepare()
         except Exception as error:
@@ -77,6 +99,7 @@ def open_builder(name: str, data_dir: str | None, download: bool):
                 f"config.data_dir at DIR") from error
     elif not os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
         raise FileNotFoundError(_not_prepared_message(name, builder.data_dir))
+    import_tensorflow()  # before TFDS imports it, with its banners
     return builder
 
 
