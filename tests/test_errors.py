@@ -74,12 +74,13 @@ def test_nonfinite_logits_are_wrong_and_counted():
 
 
 def test_evaluate_reports_nonfinite_as_a_count(toy):
-    @jax.jit
-    def eval_step(state, batch):
-        logits = jnp.full((batch["label"].shape[0], 10), jnp.nan)
-        return losses.classification_eval_sums(logits, batch["label"], batch["mask"])
-
-    result = train.evaluate(eval_step, None, toy, 4, train.make_mesh())
+    diverged = train.Task(
+        model=Linear(), dataset=toy,
+        loss_fn=lambda out, batch: losses.classification_loss(out, batch["label"]),
+        eval_fn=lambda out, batch: losses.classification_eval_sums(
+            out * jnp.nan, batch["label"], batch["mask"]))
+    program = train.build_program(small_config(eval_batch_size=4), diverged)
+    result = train.evaluate(program, program.init_state())
     # 10 examples in batches of 4 (the last padded by 2): every one diverged, none correct.
     assert result["nonfinite"] == 10.0 and result["count"] == 10.0
     assert result["top1"] == 0.0 and result["top5"] == 0.0
@@ -118,8 +119,8 @@ _nan_gradient_if.defvjp(
 
 def _run_poisoned(tmp_path, toy, step, kind):
     config = small_config(image_size=None)
-    task = train.classification_task(config, _Poisoned(toy, step, kind))
-    task = dataclasses.replace(task, model=Linear(), loss_fn=lambda out, batch: (
+    task = train.classification_task(config, _Poisoned(toy, step, kind), model=Linear())
+    task = dataclasses.replace(task, loss_fn=lambda out, batch: (
         losses.classification_loss(_nan_gradient_if(out, batch["poison"][0]), batch["label"])))
     with pytest.raises(FloatingPointError) as error:
         train.train_and_evaluate(config, str(tmp_path), task=task)
@@ -227,14 +228,14 @@ def test_invalid_config_fails_before_any_file_is_written(tmp_path, toy):
         with pytest.raises(ValueError, match=rf"config.batch_size={batch_size}: expected a "
                                              r"positive integer"):
             train.train_and_evaluate(config, str(workdir), task=train.classification_task(
-                small_config(), toy))
+                small_config(), toy, model=Linear()))
         assert not workdir.exists()
     config = small_config(learning_rate=-1.0, schedule="cosin", optimizer="adamm")
     with pytest.raises(ValueError) as error:
         train.validate_config(config)
     assert all(f"config.{key}=" in str(error.value)
                for key in ("learning_rate", "schedule", "optimizer"))  # all listed at once
-    task = train.classification_task(small_config(), toy)
+    task = train.classification_task(small_config(), toy, model=Linear())
     with pytest.raises(ValueError, match="exceeds the 128 training examples"):
         train.train_and_evaluate(small_config(batch_size=256), str(workdir), task=task)
     assert not workdir.exists()
@@ -297,7 +298,7 @@ def test_tfds_download_dependency_is_declared(tmp_path):
 
 
 _NO_TF_RUN = """
-import dataclasses, json, sys
+import json, sys
 import jaxcnn.train
 from jaxcnn import train
 assert "tensorflow" not in sys.modules, "import jaxcnn.train imported tensorflow"
@@ -306,7 +307,7 @@ from test_errors import Linear
 config = train.default_config()  # LeNet-5 on embedded MNIST: a linear model compiles faster
 config.update(train_steps=3, batch_size=32, log_every_steps=1, checkpoint_every_steps=3,
               progress=False, tensorboard=True, async_checkpoints=False)
-task = dataclasses.replace(train.classification_task(config), model=Linear(10))
+task = train.classification_task(config, model=Linear(10))
 result = train.train_and_evaluate(config, sys.argv[1], task=task)
 print(json.dumps({"tf": "tensorflow" in sys.modules, "top1": result.metrics["top1"]}))
 """
