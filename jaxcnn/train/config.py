@@ -177,8 +177,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.warmup_steps is None or (_is_int(config.warmup_steps)
                                          and config.warmup_steps >= 0),
          "warmup_steps", "None or an integer >= 0")
-    need(config.num_classes is None or (_is_int(config.num_classes)
-                                        and config.num_classes >= 2),
+    num_classes = config.get("num_classes")
+    need(num_classes is None or (_is_int(num_classes) and num_classes >= 2),
          "num_classes", "None (inferred) or an integer >= 2")
     for key in ("train_epochs", "warmup_epochs", "learning_rate", "weight_decay"):
         need(_is_number(config[key]) and config[key] >= 0, key, "a finite number >= 0")
