@@ -15,6 +15,7 @@ SUBPACKAGES = (
     "convert",
     "counting",
     "data",
+    "inspect",
     "kernels",
     "losses",
     "models",

@@ -317,7 +317,14 @@ def _small_nets(impl: str) -> dict[str, tuple[nn.Module, int, int]]:
     }
 
 
-@pytest.mark.parametrize("family", list(_small_nets("xla")))
+# Compiling both programs takes 10-30 s for these on 2 busy cores: slow (the jaxpr test below
+# checks that the choice reaches every conv and pool of every full model).
+SLOW_FAMILIES = ("alexnet", "vgg_bn", "resnet18", "resnet20_cifar")
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
+    for f in _small_nets("xla")])
 def test_every_family_takes_the_kernel_choice_with_equal_outputs_and_gradients(family):
     """Values and input gradients (through every conv and pool gradient) agree; the
     convolution-level tests above cover the kernel gradients."""

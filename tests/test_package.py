@@ -38,3 +38,39 @@ def test_one_version_and_a_license():
         assert "Apache License" in f.read(200)
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
         assert "[project]" not in f.read()  # build-system only: metadata lives in setup.cfg
+
+
+def _imported_modules(path: str) -> set[str]:
+    import ast
+
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_the_library_imports_no_study_and_models_no_platform_code():
+    """jaxcnn never imports experiments/benchmarks; models, ops, counting, losses never
+    import train/data/convert; kernels import nothing of jaxcnn but themselves."""
+    below_models = ("jaxcnn.train", "jaxcnn.data", "jaxcnn.convert", "jaxcnn.tables")
+    for folder, _, files in os.walk(os.path.join(ROOT, "jaxcnn")):
+        for file in (f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, file)
+            relative = os.path.relpath(path, ROOT)
+            imported = _imported_modules(path)
+            assert not {m for m in imported if m.split(".")[0] in ("experiments", "benchmarks")}, \
+                relative
+            if relative.startswith(("jaxcnn/models", "jaxcnn/ops", "jaxcnn/counting",
+                                    "jaxcnn/losses", "jaxcnn/kernels")):
+                assert not [m for m in imported if m.startswith(below_models)], relative
+            if relative.startswith("jaxcnn/kernels"):
+                assert not [m for m in imported if m.startswith("jaxcnn.")
+                            and not m.startswith("jaxcnn.kernels")], relative
+            if relative.startswith("jaxcnn/models"):
+                source = open(path).read()
+                assert "default_backend" not in source and "cpuinfo" not in source, relative

@@ -38,7 +38,13 @@ def _abstract_run(model, x):
     return variables, out, sown
 
 
-@pytest.mark.parametrize("name", models.list_models())
+# The deepest nets repeat their family's blocks (covered by resnet50/resnet56_cifar); tracing
+# them takes 4-13 s each on 2 busy cores.
+DEEP = ("resnet101", "resnet101_cifar", "resnet152", "resnet152_cifar", "resnet110_cifar")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
+                                  for n in models.list_models()])
 def test_trunk_params_are_the_full_models_minus_the_classifier(name):
     info = models.model_info(name)
     x = jnp.zeros((1, _side(name), _side(name), info.input_shape[2]), jnp.float32)

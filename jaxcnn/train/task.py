@@ -121,12 +121,12 @@ def classification_task(
     dataset = dataset or data_lib.get_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
         augment=config.augment, download=config.download,
+        num_classes=config.get("num_classes"),
     )
-    if model is None:
-        conv_impl = kernels.choose(config.conv_impl, jax.devices()[0].platform)  # mesh's devices
-        model = models.get_model(config.model, num_classes=dataset.num_classes,
-                                 dtype=jnp.dtype(config.dtype),
-                                 **{"conv_impl": conv_impl, **config.model_kwargs})
+    conv_impl = kernels.choose(config.conv_impl, jax.devices()[0].platform)  # the mesh's devices
+    model = model or models.get_model(config.model, num_classes=dataset.num_classes,
+                                      dtype=jnp.dtype(config.dtype),
+                                      **{"conv_impl": conv_impl, **config.model_kwargs})
     smoothing = config.label_smoothing
     return Task(
         model=model,
