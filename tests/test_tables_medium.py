@@ -83,12 +83,16 @@ def test_progress_eta_weights_runs_by_their_cost(tmp_path):
 
 
 def test_estimate_scales_by_the_reference_rate():
-    timer = harness.StepTimer(rates={"a": (100.0, 1000, 100), "b": (50.0, 1000, 100)})
-    lines = harness.estimate_lines("t", timer, calibration_ips=135.0)  # busy: half speed
-    # quiet: a 200 img/s -> 100,000 images in 500 s; b 100 img/s -> 1000 s.
-    assert lines[0].startswith("a: 100 img/s measured, 200 img/s quiet -> 8:20")
-    assert lines[1].startswith("b: 50 img/s measured, 100 img/s quiet -> 16:40")
-    assert lines[2].startswith("[t] estimated training time on a quiet machine: 25:00")
+    # resnet20_cifar ran at half its quiet 270 img/s around a, at a third around b.
+    timer = harness.StepTimer(rates={"a": (100.0, 135.0, 1000, 100),
+                                     "b": (30.0, 90.0, 1000, 100)})
+    lines = harness.estimate_lines("t", timer)
+    # quiet: a 200 img/s -> 100,000 images in 500 s; b 90 img/s -> 1,111 s.
+    assert lines[0].startswith("a: 100 img/s measured (resnet20_cifar 135), 200 img/s quiet "
+                               "-> 8:20")
+    assert lines[1].startswith("b: 30 img/s measured (resnet20_cifar 90), 90 img/s quiet "
+                               "-> 18:31")
+    assert lines[2].startswith("[t] estimated training time on a quiet machine: 26:51")
 
 
 def _fake_trainer(calls):

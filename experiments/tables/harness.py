@@ -65,7 +65,8 @@ class Budget:
     `config` is 'key=value,...' applied to `train.default_config()`; `side`, `train_examples`
     and `test_examples` resize and subset the embedded digits (ignored for other datasets);
     `settings` are the table's own knobs (widths, depths, input sizes, `seeds`: the seeds
-    each variant trains with, default the config's one).
+    each variant trains with, default the config's one; `note`: why the budget is sized as
+    it is, added to the table's training note).
     """
 
     config: str
@@ -369,6 +370,8 @@ class Runs:
         The last says when runs were resumed rather than trained.
         """
         what, how = describe_run(self.config, self.dataset, self.seeds)
+        if "note" in self.spec.settings:  # why the budget is sized as it is
+            how += f"; {self.spec.settings['note']}"
         note = (f"machine: {machine_description()}; wall time "
                 f"{time.perf_counter() - self.started:.0f} s")
         steps = _steps(self.config, self.dataset)
@@ -484,62 +487,72 @@ QUIET_RESNET20_IPS = 270.0
 class StepTimer:
     """A Trainer that times `steps` training steps of each run's model instead of training it.
 
-    `rates` maps run name -> (training images/s, the run's steps, its batch): the rate of
-    the jit-compiled loop step on a random batch (no input pipeline); identical models
-    (other seeds) are timed once.
+    Each model is timed between two timings of resnet20_cifar (batch and optimiser of the
+    run), so a busy machine's load, which changes from minute to minute, cancels out of the
+    ratio. `rates` maps run name -> (training images/s, resnet20_cifar's images/s around it,
+    the run's steps, its batch); identical models (other seeds) are timed once. Rates are
+    of the jit-compiled loop step on a random batch (no input pipeline).
     """
 
     steps: int = 3
-    rates: dict[str, tuple[float, int, int]] = dataclasses.field(default_factory=dict)
-    _cache: dict[str, float] = dataclasses.field(default_factory=dict)
+    rates: dict[str, tuple[float, float, int, int]] = dataclasses.field(default_factory=dict)
+    _cache: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    _reference: Callable[[int], float] | None = None
 
     def __call__(self, config: ml_collections.ConfigDict, dataset: Any, workdir: str,
                  model: Any = None) -> RunResult:
         key = repr((config.model, config.model_kwargs.to_dict(), model))
         if key not in self._cache:
-            self._cache[key] = train_rate(config, dataset.image_shape, dataset.num_classes,
-                                          self.steps, model)
-        self.rates[os.path.basename(workdir)] = (self._cache[key], _steps(config, dataset),
+            if self._reference is None:
+                reference = config.copy_and_resolve_references()
+                reference.model, reference.model_kwargs = "resnet20_cifar", {}
+                self._reference = timed_train_step(reference, (32, 32, 3), 10)
+            before = self._reference(self.steps)
+            rate = timed_train_step(config, dataset.image_shape, dataset.num_classes,
+                                    model)(self.steps)
+            after = self._reference(self.steps)
+            self._cache[key] = (rate, (before + after) / 2)
+        self.rates[os.path.basename(workdir)] = (*self._cache[key], _steps(config, dataset),
                                                  config.batch_size)
         return RunResult({}, [], 0)
 
 
-def train_rate(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int,
-               steps: int, model: Any = None) -> float:
-    """Training images/s of the loop's train step for config.model (or `model`) at
-    config.batch_size on random images: `steps` timed calls after one compiling call."""
+def timed_train_step(config: ml_collections.ConfigDict, image_shape: Sequence[int],
+                     num_classes: int, model: Any = None) -> Callable[[int], float]:
+    """A function n -> training images/s over n calls of the loop's train step for
+    config.model (or `model`) at config.batch_size on random images (compiled here once)."""
     batch = config.batch_size
     rng = np.random.default_rng(0)
     x = rng.random((batch, *image_shape), dtype=np.float32)
     y = (np.arange(batch) % num_classes).astype(np.int32)
     dataset = data.ArrayDataset("random", x, y, x[:1], y[:1], num_classes)
     task = train.classification_task(config, dataset, model=model)
-    state, jit_train, _ = _loop_program(config, task, steps + 1)
+    state, jit_train, _ = _loop_program(config, task, 1_000_000)
     arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
-    state, metrics = jit_train(state, arrays)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = jit_train(state, arrays)
-    jax.block_until_ready(metrics)
-    return steps * batch / (time.perf_counter() - start)
+    holder = {"state": jit_train(state, arrays)[0]}  # compile
+
+    def rate(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            holder["state"], metrics = jit_train(holder["state"], arrays)
+        jax.block_until_ready(metrics)
+        return steps * batch / (time.perf_counter() - start)
+
+    return rate
 
 
-def estimate_lines(table: str, timer: StepTimer, calibration_ips: float | None) -> list[str]:
-    """Per-run measured rate and the table's extrapolated wall time on a quiet machine.
-
-    `calibration_ips`: resnet20_cifar's training images/s measured now; the quiet-machine
-    time scales the measured one by calibration_ips / QUIET_RESNET20_IPS (None: unscaled).
-    """
-    scale = 1.0 if not calibration_ips else calibration_ips / QUIET_RESNET20_IPS
+def estimate_lines(table: str, timer: StepTimer) -> list[str]:
+    """Per-run measured rates and the table's wall time extrapolated to the quiet machine:
+    each run's rate x QUIET_RESNET20_IPS / resnet20_cifar's rate measured around it."""
     lines, total = [], 0.0
-    for name, (rate, steps, batch) in timer.rates.items():
-        seconds = steps * batch / rate * scale
+    for name, (rate, reference, steps, batch) in timer.rates.items():
+        quiet = rate * QUIET_RESNET20_IPS / reference
+        seconds = steps * batch / quiet
         total += seconds
-        lines.append(f"{name}: {rate:,.0f} img/s measured, {rate / scale:,.0f} img/s quiet "
-                     f"-> {duration(seconds)} for {steps:,} steps of {batch}")
-    how = (f"resnet20_cifar measured {calibration_ips:,.0f} img/s here vs "
-           f"{QUIET_RESNET20_IPS:.0f} on the quiet machine" if calibration_ips else "unscaled")
-    lines.append(f"[{table}] estimated training time on a quiet machine: "
-                 f"{duration(total)} ({how}; + data loading and evaluation)")
+        lines.append(f"{name}: {rate:,.0f} img/s measured (resnet20_cifar {reference:,.0f}), "
+                     f"{quiet:,.0f} img/s quiet -> {duration(seconds)} for {steps:,} steps "
+                     f"of {batch}")
+    lines.append(f"[{table}] estimated training time on a quiet machine: {duration(total)} "
+                 f"(resnet20_cifar = {QUIET_RESNET20_IPS:.0f} img/s there; + data loading and "
+                 "evaluation)")
     return lines
