@@ -20,10 +20,9 @@ LECTURE_PARAMS_REMOVED = {"7": "16 M", "6,7": "50 M", "3,4": "1 M"}
 ZF_VAL_TOP1_ERR = {"full": 40.5, "7": 40.0, "6,7": 44.8, "3,4": 45.4, "3,4,6,7": 71.3}
 
 # Medium: `alexnet_cifar` (5 conv + 3 FC for 32x32) at width 0.25 (convs 16/48/96/64/64, fcs
-# 1024) on CIFAR-10, 2 seeds x 5 variants = 10 runs of 4,000 steps of 128 (10.2 epochs).
-# Timed at 1,170 (full) to 2,400 (without 3,4,6,7) img/s on the quiet 2-core machine: about
-# 55 min of training.
-MEDIUM_STEPS = 4000
+# 1024) on CIFAR-10, 2 seeds x 5 variants = 10 runs of 2,500 steps of 128 (6.4 epochs).
+# Estimated at 660-1,190 img/s on the quiet 2-core machine (--estimate_steps): about an hour.
+MEDIUM_STEPS = 2500
 MEDIUM_TRAINING = (f"{MEDIUM},train_steps={MEDIUM_STEPS},learning_rate=0.02,"
                    "weight_decay=0.0005,warmup_steps=150")
 # The rule: the all-four removal's drop is at least this multiple of the largest other drop.
@@ -42,9 +41,9 @@ TRAINING_BUDGETS: dict[str, Budget] = {
                    "checkpoint_every_steps=5000"),
     "medium": Budget(MEDIUM_TRAINING, settings={
         "model": "alexnet_cifar", "width": 0.25, "seeds": (0, 1),
-        "note": "medium budget: AlexNet at a quarter of its width on 32x32 CIFAR-10 and 10 "
-                "epochs so that the 10 runs train in about 55 min on 2 quiet CPU cores "
-                "(1,170-2,400 img/s measured)"}),
+        "note": "medium budget: AlexNet at a quarter of its width on 32x32 CIFAR-10 and 6.4 "
+                "epochs so that the 10 runs train in about an hour on 2 quiet CPU cores "
+                "(660-1,190 img/s estimated)"}),
     "medium_tiny": Budget(MEDIUM_TINY, settings={"model": "alexnet_cifar", "width": 0.0625,
                                                  "seeds": (0, 1)}),
 }

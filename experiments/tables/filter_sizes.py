@@ -16,10 +16,9 @@ FILTER_VARIANTS: dict[str, tuple[int, ...]] = {
 PAIRS = (("5x5", "3x3+3x3"), ("7x7", "3x3+3x3+3x3"))
 
 # Medium: the probe net at width 32 on CIFAR-10 32x32 (the block runs at 16x16 with 32
-# channels), 3 seeds x 4 blocks = 12 runs of 3,500 steps of 128 (9.0 epochs). Timed at 1,400-
-# 2,000 img/s on the quiet 2-core machine (5x5 1,715; 3x3+3x3 2,034; 7x7 1,374; 3x3x3 1,570):
-# about 55 min of training.
-MEDIUM_STEPS = 3500
+# channels), 3 seeds x 4 blocks = 12 runs of 3,000 steps of 128 (7.7 epochs). Estimated at
+# 950-2,100 img/s on the quiet 2-core machine (--estimate_steps): about an hour of training.
+MEDIUM_STEPS = 3000
 MEDIUM_TRAINING = (f"{MEDIUM},train_steps={MEDIUM_STEPS},learning_rate=0.02,"
                    "weight_decay=0.0005,warmup_steps=150")
 
@@ -32,8 +31,8 @@ TRAINING_BUDGETS: dict[str, Budget] = {
                    "warmup_epochs=1,checkpoint_every_steps=2000", settings={"width": 64}),
     "medium": Budget(MEDIUM_TRAINING, settings={
         "width": 32, "seeds": (0, 1, 2),
-        "note": "medium budget: width 32 (not 64) and 9 epochs so that the 12 runs train in "
-                "about 55 min on 2 quiet CPU cores (1,400-2,000 img/s measured)"}),
+        "note": "medium budget: width 32 (not 64) and 7.7 epochs so that the 12 runs train "
+                "in about an hour on 2 quiet CPU cores (950-2,100 img/s estimated)"}),
     # The medium settings' structure (seeds, data path, schedule) at test size.
     "medium_tiny": Budget(MEDIUM_TINY, settings={"width": 4, "seeds": (0, 1)}),
 }
