@@ -21,7 +21,7 @@ ZF_VAL_TOP1_ERR = {"full": 40.5, "7": 40.0, "6,7": 44.8, "3,4": 45.4, "3,4,6,7":
 
 # Medium: `alexnet_cifar` (5 conv + 3 FC for 32x32) at width 0.25 (convs 16/48/96/64/64, fcs
 # 1024) on CIFAR-10, 2 seeds x 5 variants = 10 runs of 2,500 steps of 128 (6.4 epochs).
-# Estimated at 660-1,190 img/s on the quiet 2-core machine (--estimate_steps): about an hour.
+# Estimated at 660-1,270 img/s on the quiet 2-core machine (--estimate_steps): about an hour.
 MEDIUM_STEPS = 2500
 MEDIUM_TRAINING = (f"{MEDIUM},train_steps={MEDIUM_STEPS},learning_rate=0.02,"
                    "weight_decay=0.0005,warmup_steps=150")
@@ -43,7 +43,7 @@ TRAINING_BUDGETS: dict[str, Budget] = {
         "model": "alexnet_cifar", "width": 0.25, "seeds": (0, 1),
         "note": "medium budget: AlexNet at a quarter of its width on 32x32 CIFAR-10 and 6.4 "
                 "epochs so that the 10 runs train in about an hour on 2 quiet CPU cores "
-                "(660-1,190 img/s estimated)"}),
+                "(660-1,270 img/s estimated)"}),
     "medium_tiny": Budget(MEDIUM_TINY, settings={"model": "alexnet_cifar", "width": 0.0625,
                                                  "seeds": (0, 1)}),
 }

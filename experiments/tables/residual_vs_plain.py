@@ -12,7 +12,7 @@ from jaxcnn import counting, models
 
 # Medium: He et al.'s depths 20 and 56 at half their widths (8, 16, 32) on CIFAR-10 resized
 # to 16x16 (stages at 16, 8, 4), 4 runs of 4,000 steps of 128 (10.2 epochs), momentum SGD
-# 0.05 with cosine decay: estimated 52 min on 2 quiet cores (370-1,870 img/s). At 32x32 the
+# 0.05 with cosine decay: estimated 43-52 min on 2 quiet cores (370-1,870 img/s). At 32x32 the
 # four runs would take about 2 h 50 min (narrow layers use the CPU poorly: resnet56 at widths
 # 8-32 and 32x32 trains at ~140 img/s).
 MEDIUM_STEPS = 4000
