@@ -5,7 +5,7 @@ state dict loads into jaxcnn through jaxcnn.convert), costs, preprocessing, Adam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,9 +69,10 @@ def objective(net: VGGFeatures, image: torch.Tensor, a_C: torch.Tensor,
 def transfer(net: VGGFeatures, content: np.ndarray, style: np.ndarray, start: np.ndarray, *,
              content_layer: str, style_layers: Sequence[str], alpha: float, beta: float,
              steps: int, learning_rate: float = 0.02,
+             callback: Callable[[int, dict[str, float]], None] | None = None,
              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Adam on the pixels of `start` (H, W, 3) with clipping to [0, 1]; the costs before each
-    step and at the end, as jaxcnn.style.transfer records them."""
+    step and at the end, as jaxcnn.style.transfer records them (and hands `callback`)."""
     to_torch = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))  # noqa: E731
     weights = {name: 1.0 / len(style_layers) for name in style_layers}
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
@@ -97,5 +98,7 @@ def transfer(net: VGGFeatures, content: np.ndarray, style: np.ndarray, start: np
         optimizer.step()
         with torch.no_grad():
             image.clamp_(0.0, 1.0)
+        if callback is not None:
+            callback(step, {name: values[-1] for name, values in history.items()})
     result = image.detach()[0].permute(1, 2, 0).numpy()
     return result, {name: np.asarray(values) for name, values in history.items()}

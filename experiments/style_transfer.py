@@ -2,7 +2,7 @@
 
     python -m experiments.style_transfer                       # scikit-image's cat + coffee
     python -m experiments.style_transfer --content=a.jpg --style=b.jpg --output=out.png \
-        --size=256 --steps=300 --alpha=1 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
+        --size=256 --steps=200 --alpha=10 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
 
 Writes the result PNG, OUTPUT_side_by_side.png (content | style | result) and
 OUTPUT_costs.png (the cost curves), and prints the two ratios of issue 17's "Done when":
@@ -29,8 +29,8 @@ flags.DEFINE_string("style", None, "Style image path (default: scikit-image's co
 flags.DEFINE_string("output", "runs/style/result.png", "Result PNG; the side-by-side and cost "
                     "curve PNGs are written next to it.")
 flags.DEFINE_integer("size", 256, "Longer side of the generated image in pixels.")
-flags.DEFINE_integer("steps", 300, "Optimisation steps.")
-flags.DEFINE_float("alpha", 1.0, "Weight of the content cost.")
+flags.DEFINE_integer("steps", 200, "Optimisation steps.")
+flags.DEFINE_float("alpha", 10.0, "Weight of the content cost.")
 flags.DEFINE_float("beta", 1.0, "Weight of the style cost.")
 flags.DEFINE_float("tv_weight", 0.0, "Weight of the total-variation regulariser.")
 flags.DEFINE_string("content_layer", style.CONTENT_LAYER, "Content layer.")

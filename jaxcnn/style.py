@@ -106,12 +106,14 @@ def min_image_side(layers: Sequence[str]) -> int:
 
 def vgg_features(
     params: Params, x: jax.Array, layers: Sequence[str], *, depth: int = 16,
-    pooling: str = "max", conv: str = "auto",
+    pooling: str = "max", conv: str = "xla",
 ) -> dict[str, jax.Array]:
     """{name: activation (N, h, w, C)} of the VGG conv stack on preprocessed NHWC `x`, run up
     to the deepest of `layers` only. With max pooling the values are those of the registry
     VGG's conv modules and relu intermediates; `conv` picks the algorithm (layers.CONV_IMPLS).
     """
+    if not layers:
+        raise ValueError("layers must name at least one activation; received none")
     check_layers(layers, depth)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; received {pooling!r}")
@@ -119,7 +121,7 @@ def vgg_features(
         raise ValueError(f"x must be NHWC with 3 channels; received shape {x.shape}")
     side = min_image_side(layers)
     if min(x.shape[1:3]) < side:
-        raise ValueError(f"x is too small: layers up to {max(layers, key=_stage)[:-2]} need "
+        raise ValueError(f"x is too small: layers in stage {max(map(_stage, layers))} need "
                          f"H, W >= {side}; received shape {x.shape}")
     wanted, last = set(layers), max(layer_names(depth).index(name) for name in layers)
     conv_fn, out = conv_impl(conv), {}
@@ -228,24 +230,25 @@ def default_weights() -> FeatureNet | None:
 
 
 def random_weights(depth: int = 16, seed: int = 0) -> FeatureNet:
-    """Untrained features: the registry VGG-`depth`'s conv params (names, shapes) drawn from its
-    initialisation (torchvision's: He normal over fan-out, zero biases)."""
+    """Untrained features: the registry VGG-`depth`'s conv params (names, shapes) drawn as its
+    initialisation draws them (torchvision's: normal with std sqrt(2 / fan_out), zero biases)."""
     _check_depth(depth)
     model = get_model(f"vgg{depth}", num_classes=1)
     shapes = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
     convs = {name: shapes["params"][name] for name in sorted(shapes["params"])
              if name.startswith("conv")}
-    init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-    @jax.jit  # one compilation instead of one per layer shape
-    def draw(key: jax.Array) -> dict[str, dict[str, jax.Array]]:
-        keys = jax.random.split(key, len(convs))
-        return {name: {"kernel": init(k, layer["kernel"].shape, layer["kernel"].dtype),
-                       "bias": jnp.zeros(layer["bias"].shape, layer["bias"].dtype)}
-                for k, (name, layer) in zip(keys, convs.items())}
-
-    params = draw(jax.random.key(seed))
+    sizes = [layer["kernel"].size for layer in convs.values()]
+    # One normal draw for all kernels (one small program: per-shape draws compile for ~30 s
+    # on a loaded 2-core machine), each slice scaled to the model's init std sqrt(2/fan_out).
+    noise = np.asarray(jax.random.normal(jax.random.key(seed), (sum(sizes),), jnp.float32))
+    params, offset = {}, 0
+    for (name, layer), size in zip(convs.items(), sizes):
+        h, w, _, out = layer["kernel"].shape
+        kernel = noise[offset:offset + size].reshape(layer["kernel"].shape)
+        params[name] = {"kernel": jnp.asarray(kernel * np.sqrt(2.0 / (h * w * out))),
+                        "bias": jnp.zeros(layer["bias"].shape, jnp.float32)}
+        offset += size
     return FeatureNet(depth, params, TORCHVISION, f"random VGG-{depth} (seed {seed})", False)
 
 
