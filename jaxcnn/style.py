@@ -203,7 +203,12 @@ def keras_vgg_weights(path: str | os.PathLike) -> FeatureNet:
 
 def torchvision_vgg_weights(path: str | os.PathLike) -> FeatureNet:
     """A FeatureNet from a torchvision VGG-16/19 .pth (whole or features only); ImageNet input."""
-    depth, params = convert.vgg_convs_from_torchvision(path)
+    try:
+        tensors = convert.load_state_dict(path)
+    except Exception as error:  # torch.load raises pickle, zip and key errors for non-.pth files
+        raise ValueError(f"weights file {os.fspath(path)!r} is not a readable torch state dict "
+                         f"(.pth): {type(error).__name__}: {error}") from None
+    depth, params = convert.vgg_convs_from_torchvision(tensors)
     if depth not in DEPTHS:
         raise ValueError(f"weights file {os.fspath(path)!r} holds a torchvision VGG-{depth}; "
                          f"style transfer uses VGG-16 or VGG-19")

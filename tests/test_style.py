@@ -181,6 +181,9 @@ def test_weights_for_another_network_are_refused(tmp_path):
     (tmp_path / "junk.h5").write_text("not hdf5")
     with pytest.raises(ValueError, match="not a readable HDF5"):
         style.load_weights(tmp_path / "junk.h5")
+    (tmp_path / "junk.pth").write_text("not a state dict")
+    with pytest.raises(ValueError, match="not a readable torch state dict"):
+        style.load_weights(tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="does not exist"):
         style.load_weights(tmp_path / "missing.pth")
 
