@@ -302,7 +302,8 @@ class Objective:
 
     def __call__(self, image: jax.Array, params: Params,
                  targets: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(J(image), {"total", "content", "style", "tv", "style/<layer>" (unweighted)})."""
+        """(J(image), {"total", "content", "style" (the weighted sum over layers), "tv",
+        "style/<layer>" (each layer's, unweighted)})."""
         a_G = self.features(params, image)
         parts = {"content": losses.content_cost(targets["content"], a_G[self.content_layer])}
         style = jnp.zeros((), jnp.float32)
@@ -400,8 +401,9 @@ def transfer(
     pixels of G, from `init`, with `steps` jit-compiled updates of `optimizer`.
 
     content, style: RGB (H, W, 3) or (1, H, W, 3) in [0, 1], the same size. Returns the image
-    (H, W, 3) in [0, 1] and the history {"total", "content", "style", "tv", "style/<layer>"}:
-    arrays of steps + 1 costs, at the start image, after each update, and at the end.
+    (H, W, 3) in [0, 1] and the history {"total", "content", "style" (weighted sum), "tv",
+    "style/<layer>" (unweighted)}: arrays of steps + 1 costs, at the start image and after
+    each update.
     `callback(step, costs)` is called after each update with the costs before it.
     """
     content, style = _as_image("content", content), _as_image("style", style)
