@@ -9,6 +9,14 @@ import pytest
 
 from jaxcnn import losses, models, style
 
+try:  # torch is a dev dependency: only the tests against PyTorch need it
+    import torch
+
+    from benchmarks import torch_style
+except ImportError:
+    torch = torch_style = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch (jaxcnn[dev]) is not installed")
+
 # --- the costs ---------------------------------------------------------------------------
 
 
@@ -140,8 +148,6 @@ def test_too_small_images_are_refused(random_net):
 
 # --- weights -----------------------------------------------------------------------------
 
-torch = pytest.importorskip("torch")
-from benchmarks import torch_style  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +163,7 @@ def torch_weights_file(torch_net, tmp_path_factory):
     return path
 
 
+@needs_torch
 def test_torchvision_weights_load_with_their_preprocessing(torch_net, torch_weights_file):
     net = style.load_weights(torch_weights_file)
     assert net.depth == 16 and net.preprocessing == style.TORCHVISION
@@ -168,6 +175,7 @@ def test_torchvision_weights_load_with_their_preprocessing(torch_net, torch_weig
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@needs_torch
 def test_weights_for_another_network_are_refused(tmp_path):
     resnet_like = {"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}
     torch.save(resnet_like, tmp_path / "resnet.pth")
@@ -217,6 +225,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@needs_torch
 def test_first_20_adam_steps_match_plain_pytorch(torch_net, torch_weights_file,
                                                  one_torch_thread):
     rng = np.random.default_rng(0)
