@@ -54,14 +54,42 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return kwargs
 
 
+MAX_POOLS = ("views", "reduce_window")
+
+
+def _max_pool_reduce_window(x, window: int, stride: int, pads):
+    """XLA's reduce_window max (gradient: select_and_scatter), the alternative to the views."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max,
+                                 (1, window, window, 1), (1, stride, stride, 1),
+                                 [(0, 0), *[tuple(p) for p in pads], (0, 0)])
+
+
+def use_max_pool(impl: str) -> None:
+    """Make this process's max pools use `impl` (a measurement switch, not a library option:
+    'views' is jaxcnn's running max over strided views, 'reduce_window' XLA's op)."""
+    from jaxcnn.models import layers
+
+    if impl not in MAX_POOLS:
+        raise ValueError(f"max_pool must be one of {MAX_POOLS}; received {impl!r}")
+    original = getattr(layers, "_views_max_pool", layers._max_over_views)
+    layers._views_max_pool = original
+    layers._max_over_views = original if impl == "views" else _max_pool_reduce_window
+
+
 def project_steps(name: str, shape: tuple[int, int, int], num_classes: int,
-                  model_kwargs: dict[str, Any] | None = None) -> tuple[Any, ...]:
+                  model_kwargs: dict[str, Any] | None = None,
+                  dtype: str = "float32") -> tuple[Any, ...]:
     """(task, tx, train_step, eval_step): the loop's own steps for registry model `name`
-    with SGD momentum 0.9 at a constant 0.01, cross-entropy, no input normalisation."""
+    with SGD momentum 0.9 at a constant 0.01, cross-entropy, no input normalisation,
+    computing in `dtype` (parameters stay float32)."""
     from jaxcnn import train
 
     config = train.default_config()
     config.model, config.optimizer, config.schedule = name, "momentum", "constant"
+    config.dtype = dtype
     config.learning_rate, config.normalize = 0.01, False
     config.model_kwargs.update(model_kwargs or {})
     task = train.classification_task(config, SyntheticData(shape, num_classes))

@@ -9,15 +9,16 @@ resumable at any step) and `eval_batches(global_batch, ...)` (padded, with a `ma
 from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
+from jaxcnn.data.device import DeviceImageDataset, load_device_dataset
 from jaxcnn.data.offline import embedded_mnist, load_image_folder, load_npz, read_image_folder
 from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 
 OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
-    "ArrayDataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
-    "get_dataset", "load_image_folder", "load_npz", "pad_to", "read_image_folder",
-    "to_float_images",
+    "ArrayDataset", "DeviceImageDataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch",
+    "embedded_mnist", "get_dataset", "load_device_dataset", "load_image_folder", "load_npz",
+    "pad_to", "read_image_folder", "to_float_images",
 ]
 
 
@@ -25,12 +26,19 @@ def get_dataset(
     name: str, *, data_dir: str | None = None, image_size: tuple[int, int] | None = None,
     augment: str | None = None, download: bool = False,
 ):
-    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH' or a TFDS name."""
+    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH', 'device:PATH'
+    (a folder or tarball with train/ and test/ class folders, kept on the accelerator and
+    augmented there) or a TFDS name."""
     size = tuple(image_size) if image_size else None
     if name == "embedded_mnist":
         return embedded_mnist(size or (32, 32), augment=augment or "none")
     if name.startswith("npz:"):
         return load_npz(name[4:], size, augment or "none")
+    if name.startswith("device:"):
+        if size is not None:
+            raise ValueError(f"image_size must be None for {name!r} (images keep their "
+                             f"stored size on the device); received {size}")
+        return load_device_dataset(name[7:], augment or "crop_flip")
     if name.startswith("folder:"):
         return load_image_folder(name[7:], size, augment or "none")
     return TFDSDataset(name, data_dir=data_dir, image_size=size, augment=augment,

@@ -121,14 +121,31 @@ def _normalizer(config, dataset) -> Callable[[jax.Array], jax.Array]:
     return lambda x: (x - mean) / std
 
 
-def make_steps(task: Task, tx: optax.GradientTransformation, schedule, normalize):
-    """The pure train and eval step functions (not yet jit-compiled)."""
+def make_steps(task: Task, tx: optax.GradientTransformation, schedule, normalize,
+               seed: int = 0):
+    """The pure train and eval step functions (not yet jit-compiled).
+
+    Both take (state, batch, resident=None). A dataset with a `device_transform(batch, rng,
+    train)` has it applied to the batch inside the step, before the model; `resident` (the
+    dataset's `device_arrays`, placed on the devices once) is merged into the batch first,
+    so device-resident data enters the compiled step as an argument, not as a constant.
+    The train rng is fold_in(key(seed), step): the augmentation of a step is a pure
+    function of (seed, step), so a resumed run sees the same batches.
+    """
     model = task.model
+    transform = getattr(task.dataset, "device_transform", None)
+
+    def prepare(batch, resident, rng, train: bool):
+        if transform is None:
+            return batch
+        return transform({**batch, **(resident or {})}, rng, train)
 
     def variables(params, batch_stats):
         return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
-    def train_step(state: TrainState, batch):
+    def train_step(state: TrainState, batch, resident=None):
+        batch = prepare(batch, resident, jax.random.fold_in(jax.random.key(seed), state.step),
+                        True)
         dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
         def loss_of(params):
@@ -150,7 +167,8 @@ def make_steps(task: Task, tx: optax.GradientTransformation, schedule, normalize
                                   batch_stats=batch_stats)
         return new_state, metrics
 
-    def eval_step(state: TrainState, batch):
+    def eval_step(state: TrainState, batch, resident=None):
+        batch = prepare(batch, resident, jax.random.key(seed), False)
         outputs = model.apply(variables(state.params, state.batch_stats),
                               normalize(batch["image"]), train=False)
         return task.eval_fn(outputs, batch)
@@ -232,9 +250,16 @@ def _compile(config: ml_collections.ConfigDict, task: Task) -> _Compiled:
         raise ValueError(f"the run has {total_steps} steps; set train_steps or train_epochs > 0")
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
-    train_step, eval_step = make_steps(task, tx, schedule, _normalizer(config, dataset))
+    train_step, eval_step = make_steps(task, tx, schedule, _normalizer(config, dataset),
+                                       config.seed)
     replicated = sharding.replicated(mesh)
     batch_sharding = sharding.batch_sharded(mesh)
+    # Placed once; every step call passes the same device buffers (no per-step transfer).
+    resident = jax.device_put(dict(getattr(dataset, "device_arrays", None) or {}), replicated)
+    jit_train = jax.jit(train_step, in_shardings=(replicated, batch_sharding, replicated),
+                        out_shardings=(replicated, replicated), donate_argnums=0)
+    jit_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharding, replicated),
+                       out_shardings=replicated)
     init = init_state(task, tx, config.seed)
     rng = jax.random.PRNGKey(config.seed)
     abstract = jax.tree.map(
@@ -243,10 +268,8 @@ def _compile(config: ml_collections.ConfigDict, task: Task) -> _Compiled:
     return _Compiled(
         mesh=mesh, total_steps=total_steps, eval_batch=eval_batch, init=init, rng=rng,
         abstract_state=abstract,
-        train_step=jax.jit(train_step, in_shardings=(replicated, batch_sharding),
-                           out_shardings=(replicated, replicated), donate_argnums=0),
-        eval_step=jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
-                          out_shardings=replicated),
+        train_step=lambda state, batch: jit_train(state, batch, resident),
+        eval_step=lambda state, batch: jit_eval(state, batch, resident),
     )
 
 
