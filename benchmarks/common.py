@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
 # name -> (batch, (H, W, C)): sized so that one train step takes about a second or less.
@@ -97,3 +98,36 @@ def project_steps(name: str, shape: tuple[int, int, int], num_classes: int,
     tx = train.make_optimizer(config, schedule)
     train_step, eval_step = train.make_steps(task, tx, schedule, lambda x: x)
     return task, tx, train_step, eval_step
+
+
+# Dense bf16 tensor-core peaks (no sparsity) from the vendors' datasheets, TFLOP/s.
+DATASHEET_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def datasheet_peak_tflops(device_kind: str) -> float | None:
+    """The datasheet dense bf16 peak of a GPU named `device_kind` (SXM parts), or None."""
+    for name, peak in DATASHEET_BF16_TFLOPS.items():
+        if name in device_kind.upper():
+            return peak
+    return None
+
+
+def model_train_flops(name: str, shape: tuple[int, int, int], num_classes: int) -> float:
+    """Model FLOPs of one training image: 6 x the forward MACs (jaxcnn.counting)."""
+    from jaxcnn import counting, models
+
+    rows = counting.summary(models.get_model(name, num_classes=num_classes), shape)
+    return 6.0 * counting.total_macs(rows)
+
+
+TOLERANCE = 0.05  # relative distance of the first loss from ln(classes)
+
+
+def check_losses(losses: list[float], num_classes: int) -> dict[str, Any]:
+    """The smoke criteria on a loss history: first near ln(classes), last below the first."""
+    expected = math.log(num_classes)
+    first, last = losses[0], losses[-1]
+    initial_ok = math.isfinite(first) and abs(first - expected) <= TOLERANCE * expected
+    decreased = math.isfinite(last) and last < first
+    return {"ln_classes": expected, "initial_loss": first, "final_loss": last,
+            "initial_ok": initial_ok, "decreased": decreased, "ok": initial_ok and decreased}

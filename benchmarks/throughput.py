@@ -44,7 +44,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script: make `benchmarks` and `jaxcnn` importable
     sys.path.insert(0, ROOT)
 
-from benchmarks.common import model_config, parse_kwargs  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    datasheet_peak_tflops,
+    model_config,
+    model_train_flops,
+    parse_kwargs,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "one registry model name")
@@ -316,18 +321,6 @@ class Worker:
         return result
 
 
-# Dense bf16 tensor-core peaks (no sparsity) from the vendors' datasheets, TFLOP/s.
-DATASHEET_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-
-
-def datasheet_peak_tflops(device_kind: str) -> float | None:
-    """The datasheet dense bf16 peak of a GPU named `device_kind` (SXM parts), or None."""
-    for name, peak in DATASHEET_BF16_TFLOPS.items():
-        if name in device_kind.upper():
-            return peak
-    return None
-
-
 def matmul_peak(n: int = 2048, repeats: int = 7, dtype: str = "float32") -> dict[str, float]:
     """Best matmul GFLOP/s of jnp.dot (the peak we report against) and of torch.mm, on
     random n x n operands of `dtype` on the default device (GPU: cuda)."""
@@ -419,14 +412,6 @@ def measure(name: str, batch: int, shape: tuple[int, int, int], num_classes: int
                 entry[f"{mode}_img_s"] = batch / statistics.median(times[(kind, mode)])
         result[kind] = entry
     return result
-
-
-def model_train_flops(name: str, shape: tuple[int, int, int], num_classes: int) -> float:
-    """Model FLOPs of one training image: 6 x the forward MACs (jaxcnn.counting)."""
-    from jaxcnn import counting, models
-
-    rows = counting.summary(models.get_model(name, num_classes=num_classes), shape)
-    return 6.0 * counting.total_macs(rows)
 
 
 def add_mfu(result: dict[str, Any], flops_per_image: float, datasheet_tflops: float | None,
