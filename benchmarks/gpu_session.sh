@@ -13,12 +13,14 @@
 #
 # Wheels for packages the GPU image lacks travel in .whl/ (WHEEL_DIR), the CIFAR tarball
 # in .gpu_data/ (CIFAR_DATA); CIFAR_STEPS shortens the ResNet-20 run (default: the
-# paper's 64000 steps, decays at 50 % and 75 %).
+# paper's 64000 steps, decays at 50 % and 75 %); GPU_SESSION_STAGES picks stages (default
+# abcd, e.g. bcd for a rerun without the CIFAR run).
 set -u
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpu_session_out}
 mkdir -p "$OUT"
 TINY=${GPU_SESSION_TINY:-0}
+STAGES=${GPU_SESSION_STAGES:-abcd}
 BUDGET=${GPU_SESSION_BUDGET_S:-540}
 PY=${PYTHON:-python3}
 WHEEL_DIR=${WHEEL_DIR:-.whl}
@@ -28,11 +30,12 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=f
 say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
 remaining() { echo $(( BUDGET - ($(date +%s) - START) )); }
 
-# stage NAME CAP_S RESERVE_S CMD...: run CMD with at most CAP_S seconds, and never into the
+# stage LETTER NAME CAP_S RESERVE_S CMD...: run CMD (if LETTER is in $STAGES) with at most CAP_S seconds, and never into the
 # RESERVE_S seconds that the later stages keep; output to $OUT/NAME.log (appended).
 stage() {
-  local name=$1 cap=$2 reserve=$3 limit
-  shift 3
+  local letter=$1 name=$2 cap=$3 reserve=$4 limit
+  shift 4
+  [[ $STAGES == *$letter* ]] || return 0
   limit=$(( $(remaining) - reserve ))
   (( limit > cap )) && limit=$cap
   if (( limit < 15 )); then
@@ -80,10 +83,10 @@ with tarfile.open(sys.argv[1], "w:gz") as tar:
                 tar.addfile(info, buf)
 EOF
   CIFAR_ARGS="steps=${CIFAR_STEPS:-4},batch_size=16,eval_batch_size=20"
-  B_ARGS=(--model=resnet20_cifar --batch=8 --rounds=1 --block_seconds=0.2 --no-torch_compile)
+  B_ARGS=(--model=resnet20_cifar --batch=8 --rounds=1 --block_seconds=0.2 --notorch_compile)
   C_ARGS=(--model=lenet5 --batch=8 --rounds=1 --block_seconds=0.2)
   C_VARIANTS=conv_impl=patches,max_pool=reduce_window
-  D_ARGS=(--models=lenet5,resnet20_cifar --batch=4 --threads=2)
+  D_ARGS=(--models=lenet5,resnet20_cifar --batch=4 --small_batch=16 --threads=2)
   CAPS=(900 400 400 300)  # the CPU is slow: generous caps, BUDGET should be raised too
 else
   CIFAR_DATA=${CIFAR_DATA:-.gpu_data/cifar10_jpeg.tar.gz}
@@ -92,34 +95,36 @@ else
   B_ARGS=(--model=resnet50 --batch=256 --input=224,224,3 --num_classes=1000 --rounds=3
           --block_seconds=1.0 --parallel_start)
   C_ARGS=(--model=resnet50 --batch=64 --input=224,224,3 --num_classes=1000 --rounds=3
-          --block_seconds=0.5 --no-torch --no-torch_compile)
+          --block_seconds=0.5 --notorch --notorch_compile)
   C_VARIANTS=max_pool=reduce_window,conv_impl=patches,conv_impl=im2col_grad,conv_impl=taps
-  D_ARGS=(--threads=6 --batch=8)
+  D_ARGS=(--threads=6 --batch=16 --small_batch=64)
   CAPS=(300 150 90 120)
 fi
 
 # (a) ResNet-20 / CIFAR-10: the later stages keep 190 s.
 WORK=/tmp/gpu_session_r20
-rm -rf "$WORK"
-stage cifar "${CAPS[0]}" 190 $PY benchmarks/train_timed.py \
+[[ $STAGES == *a* ]] && rm -rf "$WORK"
+stage a cifar "${CAPS[0]}" 190 $PY benchmarks/train_timed.py \
   --config="experiments/configs/resnet20_cifar10.py:$CIFAR_ARGS,data=$CIFAR_DATA" \
   --workdir="$WORK"
-cp "$WORK/timing.json" "$OUT/cifar_timing.json" 2>/dev/null || say "no timing.json"
-cp "$WORK/metrics.jsonl" "$OUT/cifar_metrics.jsonl" 2>/dev/null
+if [[ $STAGES == *a* ]]; then
+  cp "$WORK/timing.json" "$OUT/cifar_timing.json" 2>/dev/null || say "no timing.json"
+  cp "$WORK/metrics.jsonl" "$OUT/cifar_metrics.jsonl" 2>/dev/null
+fi
 
 # (b) ResNet-50 jaxcnn vs PyTorch, bf16: the later stages keep 100 s.
-stage throughput "${CAPS[1]}" 100 $PY benchmarks/throughput.py "${B_ARGS[@]}" \
-  --dtype=bfloat16 --no-inference --json="$OUT/throughput.jsonl"
+stage b throughput "${CAPS[1]}" 100 $PY benchmarks/throughput.py "${B_ARGS[@]}" \
+  --dtype=bfloat16 --noinference --json="$OUT/throughput.jsonl"
 
 # (c) pool and convolution choices in the jaxcnn train step (same log and json): keeps 45 s.
-stage throughput "${CAPS[2]}" 45 $PY benchmarks/throughput.py "${C_ARGS[@]}" \
-  --dtype=bfloat16 --no-inference --parallel_start --jax_variants="$C_VARIANTS" \
+stage c throughput "${CAPS[2]}" 45 $PY benchmarks/throughput.py "${C_ARGS[@]}" \
+  --dtype=bfloat16 --noinference --parallel_start --jax_variants="$C_VARIANTS" \
   --json="$OUT/throughput.jsonl"
 
 # (d) smoke step of every registry model; it stops starting models 30 s before its limit.
 SMOKE_LIMIT=$(( $(remaining) - 5 ))
 (( SMOKE_LIMIT > CAPS[3] )) && SMOKE_LIMIT=${CAPS[3]}
-stage smoke "${CAPS[3]}" 5 $PY benchmarks/smoke.py "${D_ARGS[@]}" --dtype=bfloat16 \
+stage d smoke "${CAPS[3]}" 5 $PY benchmarks/smoke.py "${D_ARGS[@]}" --dtype=bfloat16 \
   --budget_s=$(( SMOKE_LIMIT > 45 ? SMOKE_LIMIT - 30 : 15 )) --json="$OUT/smoke.jsonl"
 
 say "session end; files: $(ls "$OUT" | tr '\n' ' ')"
