@@ -63,7 +63,7 @@ def _max_pool_reduce_window(x, window: int, stride: int, pads):
     import jax
     import jax.numpy as jnp
 
-    return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max,
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max,
                                  (1, window, window, 1), (1, stride, stride, 1),
                                  [(0, 0), *[tuple(p) for p in pads], (0, 0)])
 

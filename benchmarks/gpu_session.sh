@@ -84,7 +84,7 @@ with tarfile.open(sys.argv[1], "w:gz") as tar:
 EOF
   CIFAR_ARGS="steps=${CIFAR_STEPS:-4},batch_size=16,eval_batch_size=20"
   B_ARGS=(--model=resnet20_cifar --batch=8 --rounds=1 --block_seconds=0.2 --notorch_compile)
-  C_ARGS=(--model=lenet5 --batch=8 --rounds=1 --block_seconds=0.2)
+  C_ARGS=(--model=lenet5 --batch=8 --rounds=1 --block_seconds=0.2 --notorch --notorch_compile)
   C_VARIANTS=conv_impl=patches,max_pool=reduce_window
   D_ARGS=(--models=lenet5,resnet20_cifar --batch=4 --small_batch=16 --threads=2)
   CAPS=(900 400 400 300)  # the CPU is slow: generous caps, BUDGET should be raised too

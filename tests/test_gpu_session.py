@@ -65,3 +65,43 @@ def test_resnet50_model_flops_and_h100_peak():
 
 def test_session_script_is_valid_bash():
     assert os.system(f"bash -n {ROOT}/benchmarks/gpu_session.sh") == 0
+
+
+def test_mfu_of_each_framework():
+    from benchmarks.throughput import add_mfu, mfu_line
+
+    result = {"model": "m", "batch": 8, "jax": {"train_img_s": 1000.0, "compile_s": 30.0,
+                                                "peak_device_mb": 2048.0},
+              "torch": {"train_img_s": 500.0}, "torch_compile": {"error": "x"}}
+    add_mfu(result, flops_per_image=24.6e9, datasheet_tflops=989.4, measured_gflops=800e3)
+    assert result["jax"]["mfu_datasheet"] == pytest.approx(24.6e12 / 989.4e12)
+    assert result["torch"]["mfu_measured"] == pytest.approx(12.3e12 / 800e12)
+    assert "mfu_datasheet" not in result["torch_compile"]
+    assert "jax: 1000 img/s MFU 2.5% datasheet 3.1% measured" in mfu_line(result)
+
+
+def test_reduce_window_pool_switch_matches_the_views_values_and_gradients():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks.common import use_max_pool
+    from jaxcnn.models import layers
+
+    x = jnp.asarray(np.random.default_rng(0).random((2, 9, 9, 3)), jnp.float32)
+
+    def pooled_sum(v):
+        return (layers.pool2d(v, "max", 3, 2, ((1, 1), (1, 1))) ** 2).sum()
+
+    views = jax.value_and_grad(pooled_sum)(x)
+    try:
+        use_max_pool("reduce_window")
+        assert layers._max_over_views is not layers._views_max_pool
+        window = jax.value_and_grad(pooled_sum)(x)
+    finally:
+        use_max_pool("views")
+    assert layers._max_over_views is layers._views_max_pool
+    np.testing.assert_allclose(window[0], views[0], rtol=1e-6)
+    np.testing.assert_array_equal(window[1], views[1])
+    with pytest.raises(ValueError, match="max_pool"):
+        use_max_pool("avg")
