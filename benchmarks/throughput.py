@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import resource
+import select
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,8 @@ flags.DEFINE_list("jax_variants", [], "extra jaxcnn workers with model kwargs, e
 flags.DEFINE_string("dtype", "float32", "compute dtype: float32 or bfloat16 (PyTorch: AMP)")
 flags.DEFINE_bool("parallel_start", False, "start (compile) all workers at once: saves "
                   "wall time on many-core machines; compile times then overlap")
+flags.DEFINE_float("ready_timeout_s", 0.0, "with --parallel_start: drop workers not compiled "
+                   "and warmed up within this many seconds (0: wait)")
 flags.DEFINE_string("worker", None, "internal: run as a worker (jax[:kwargs] | torch | "
                     "torch_compile)")
 
@@ -289,8 +292,15 @@ class Worker:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self) -> None:
-        """Block until the worker has compiled and warmed up (or failed)."""
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the worker has compiled and warmed up (or failed); a worker not ready
+        within timeout_s is stopped and reported as an error, so the others still run."""
+        if timeout_s is not None and not select.select(
+                [self.process.stdout], [], [], max(timeout_s, 0.0))[0]:
+            self.process.kill()
+            self.process.wait()
+            self.info = {"error": f"not ready within {timeout_s:.0f} s (compile too slow)"}
+            return
         self.info = self._read()
 
     def _read(self) -> dict[str, Any]:
@@ -393,13 +403,14 @@ def machine() -> dict[str, Any]:
 def measure(name: str, batch: int, shape: tuple[int, int, int], num_classes: int,
             kinds: tuple[str, ...], rounds: int, block_seconds: float,
             inference: bool, dtype: str = "float32",
-            parallel_start: bool = False) -> dict[str, Any]:
+            parallel_start: bool = False, ready_timeout_s: float = 0.0) -> dict[str, Any]:
     """Start one worker per framework and time alternating blocks; medians per framework."""
     workers = {kind: Worker(kind, name, batch, shape, num_classes, dtype=dtype,
                             wait=not parallel_start) for kind in kinds}
     if parallel_start:
+        deadline = time.perf_counter() + ready_timeout_s
         for worker in workers.values():
-            worker.wait_ready()
+            worker.wait_ready(deadline - time.perf_counter() if ready_timeout_s else None)
     result: dict[str, Any] = {"model": name, "batch": batch, "input": list(shape),
                               "dtype": dtype}
     live = {kind: w for kind, w in workers.items() if w.ok}
@@ -539,7 +550,8 @@ def main(argv: list[str]) -> None:
     for name in names:
         batch, shape = model_config(name, FLAGS.batch, FLAGS.input)
         result = measure(name, batch, shape, FLAGS.num_classes, kinds, FLAGS.rounds,
-                         FLAGS.block_seconds, FLAGS.inference, FLAGS.dtype, FLAGS.parallel_start)
+                         FLAGS.block_seconds, FLAGS.inference, FLAGS.dtype, FLAGS.parallel_start,
+                         FLAGS.ready_timeout_s)
         result = summarize(result, peak["jax_gflops"])
         if gpu:
             add_mfu(result, model_train_flops(name, shape, FLAGS.num_classes),
