@@ -80,24 +80,21 @@ def use_max_pool(impl: str) -> None:
     layers._max_over_views = original if impl == "views" else _max_pool_reduce_window
 
 
-def project_steps(name: str, shape: tuple[int, int, int], num_classes: int,
-                  model_kwargs: dict[str, Any] | None = None,
-                  dtype: str = "float32") -> tuple[Any, ...]:
-    """(task, tx, train_step, eval_step): the loop's own steps for registry model `name`
-    with SGD momentum 0.9 at a constant 0.01, cross-entropy, no input normalisation,
-    computing in `dtype` (parameters stay float32)."""
+def project_program(name: str, shape: tuple[int, int, int], num_classes: int,
+                    model_kwargs: dict[str, Any] | None = None, batch: int = 8,
+                    dtype: str = "float32") -> Any:
+    """The loop's own program (train.build_program) for registry model `name`: SGD momentum
+    0.9 at a constant 0.01, cross-entropy, no input normalisation, computing in `dtype`
+    (parameters stay float32)."""
     from jaxcnn import train
 
     config = train.default_config()
     config.model, config.optimizer, config.schedule = name, "momentum", "constant"
     config.dtype = dtype
-    config.learning_rate, config.normalize = 0.01, False
+    config.learning_rate, config.normalize, config.batch_size = 0.01, False, batch
     config.model_kwargs.update(model_kwargs or {})
     task = train.classification_task(config, SyntheticData(shape, num_classes))
-    schedule = train.make_schedule(config, steps_per_epoch=1, total_steps=1)
-    tx = train.make_optimizer(config, schedule)
-    train_step, eval_step = train.make_steps(task, tx, schedule, lambda x: x)
-    return task, tx, train_step, eval_step
+    return train.build_program(config, task, total_steps=1, steps_per_epoch=1)
 
 
 # Dense bf16 tensor-core peaks (no sparsity) from the vendors' datasheets, TFLOP/s.

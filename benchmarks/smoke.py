@@ -47,15 +47,15 @@ def smoke_one(name: str, batch: int, steps: int, dtype: str, side: int) -> dict[
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks.common import project_steps
-    from jaxcnn import train
+    from benchmarks.common import project_program
     from jaxcnn.tables import native_input
 
     shape, num_classes = native_input(name)
     if side and shape[0] > 32:
         shape = (side, side, shape[2])
-    task, tx, train_step, _ = project_steps(name, shape, num_classes, dtype=dtype)
-    state = jax.jit(train.init_state(task, tx, 0))(jax.random.key(0))
+    program = project_program(name, shape, num_classes, batch=batch, dtype=dtype)
+    train_step = program.train_fn
+    state = jax.jit(program.init_fn)(program.rng)
     rng = np.random.default_rng(0)
     data = {"image": jnp.asarray(rng.random((batch, *shape), np.float32)),
             "label": jnp.asarray(rng.integers(0, num_classes, batch).astype(np.int32))}

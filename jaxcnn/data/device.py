@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn.data import base as data_base
 from jaxcnn.data.offline import IMAGE_SUFFIXES, read_image_folder
 
 DEVICE_AUGMENTATIONS = ("none", "flip", "crop_flip")
@@ -89,60 +90,51 @@ class DeviceImageDataset:
     def steps_per_epoch(self, global_batch: int) -> int:
         return max(1, self.num_train // global_batch)
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return (data_base.INDEX,)
+
     def train_batches(
         self, global_batch: int, *, seed: int, start_step: int = 0,
         process_index: int = 0, process_count: int = 1,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless {"index": int32[local]} from `start_step` on; epoch e is the permutation
-        keyed by (seed, e), cut into full batches (the remainder is dropped)."""
-        local = _local_batch(global_batch, process_count)
-        if global_batch > self.num_train:
-            raise ValueError(f"batch size {global_batch} exceeds {self.num_train} train images")
-        per_epoch = self.steps_per_epoch(global_batch)
-        step, order_epoch, order = start_step, None, None
-        while True:
-            epoch, index = divmod(step, per_epoch)
-            if epoch != order_epoch:
-                order_epoch = epoch
-                order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
-            rows = order[index * global_batch : (index + 1) * global_batch]
-            yield {"index": rows[process_index * local : (process_index + 1) * local]
-                   .astype(np.int32)}
-            step += 1
+        """Endless {"index": int32[local]}: this host's rows of the epoch's permutation."""
+        for _, _, rows in data_base.train_rows(
+                global_batch, self.num_train, seed=seed, start_step=start_step,
+                process_index=process_index, process_count=process_count):
+            yield {data_base.INDEX: rows.astype(np.int32)}
 
     def eval_batches(
         self, global_batch: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[dict[str, np.ndarray]]:
         """Every test row once as {"index", "mask"}; padding rows point at row 0, mask 0."""
-        local = _local_batch(global_batch, process_count)
-        for start in range(0, self.num_eval, global_batch):
-            lo = start + process_index * local
-            rows = np.arange(lo, min(lo + local, self.num_eval), dtype=np.int32)
-            index = np.zeros((local,), np.int32)
-            index[: len(rows)] = rows
-            yield {"index": index, "mask": (np.arange(local) < len(rows)).astype(np.float32)}
+        for rows, mask in data_base.eval_rows(global_batch, self.num_eval,
+                                              process_index=process_index,
+                                              process_count=process_count):
+            yield {data_base.INDEX: data_base.pad_rows(rows.astype(np.int32), len(mask)),
+                   data_base.MASK: mask}
 
     def device_transform(self, batch: dict[str, jax.Array], rng: jax.Array,
                          train: bool) -> dict[str, jax.Array]:
         """Gather the batch's rows from the resident arrays; augment (train); scale to [0, 1].
 
         Runs inside the jit-compiled step. `batch` holds "index" (and "mask" for eval) plus
-        the `device_arrays`; returns "image" float32 NHWC in [0, 1], "label" int32 (and the
-        mask).
+        the `device_arrays`; returns "image" float32 NHWC in [0, 1], "label" int32, "index"
+        (the example order) and, for eval, the mask.
         """
         prefix = "train" if train else "eval"
         if f"{prefix}_image" not in batch:
             raise ValueError(f"{self.name}: device_transform needs the resident arrays "
                              f"{sorted(self.device_arrays)} in the batch; received keys "
                              f"{sorted(batch)}")
-        index = batch["index"]
+        index = batch[data_base.INDEX]
         images = jnp.take(batch[f"{prefix}_image"], index, axis=0)
-        out = {"label": jnp.take(batch[f"{prefix}_label"], index, axis=0)}
+        out = {"label": jnp.take(batch[f"{prefix}_label"], index, axis=0), data_base.INDEX: index}
         if train:
             images = augment_on_device(images, self.augment, rng)
-        out["image"] = images.astype(jnp.float32) / 255.0
-        if "mask" in batch:
-            out["mask"] = batch["mask"]
+        out[data_base.IMAGE] = images.astype(jnp.float32) / 255.0
+        if data_base.MASK in batch:
+            out[data_base.MASK] = batch[data_base.MASK]
         return out
 
 
@@ -165,13 +157,6 @@ def augment_on_device(images: jax.Array, kind: str, rng: jax.Array) -> jax.Array
             image, (dy, dx, 0), (h, w, image.shape[-1])))(padded, offsets[:, 0], offsets[:, 1])
     flip = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
     return jnp.where(flip, images[:, :, ::-1], images)
-
-
-def _local_batch(global_batch: int, process_count: int) -> int:
-    if global_batch < 1 or global_batch % process_count:
-        raise ValueError(f"global batch size {global_batch} must be a positive multiple of the "
-                         f"{process_count} processes")
-    return global_batch // process_count
 
 
 def _decode(data: bytes) -> np.ndarray:
