@@ -48,7 +48,7 @@ def smoke_one(name: str, batch: int, steps: int, dtype: str, side: int) -> dict[
     import numpy as np
 
     from benchmarks.common import project_program
-    from jaxcnn.tables import native_input
+    from experiments.tables.architectures import native_input
 
     shape, num_classes = native_input(name)
     if side and shape[0] > 32:
@@ -76,7 +76,7 @@ def smoke_one(name: str, batch: int, steps: int, dtype: str, side: int) -> dict[
 
 def order_models(names: list[str]) -> list[str]:
     """Small inputs first, so a tight budget tests as many models as possible."""
-    from jaxcnn.tables import native_input
+    from experiments.tables.architectures import native_input
 
     return sorted(names, key=lambda n: (native_input(n)[0][0], n))
 
@@ -84,7 +84,7 @@ def order_models(names: list[str]) -> list[str]:
 def main(argv):
     del argv
     from jaxcnn import models
-    from jaxcnn.tables import native_input
+    from experiments.tables.architectures import native_input
 
     start = time.perf_counter()
     names = order_models(FLAGS.models or models.list_models())
