@@ -83,8 +83,8 @@ def order_models(names: list[str]) -> list[str]:
 
 def main(argv):
     del argv
-    from jaxcnn import models
     from experiments.tables.architectures import native_input
+    from jaxcnn import models
 
     start = time.perf_counter()
     names = order_models(FLAGS.models or models.list_models())
