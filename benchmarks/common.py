@@ -66,26 +66,18 @@ def parse_kwargs(text: str) -> dict[str, Any]:
 MAX_POOLS = ("views", "reduce_window")
 
 
-def _max_pool_reduce_window(x, window: int, stride: int, pads):
-    """XLA's reduce_window max (gradient: select_and_scatter), the alternative to the views."""
-    import jax
-    import jax.numpy as jnp
-
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max,
-                                 (1, window, window, 1), (1, stride, stride, 1),
-                                 [(0, 0), *[tuple(p) for p in pads], (0, 0)])
-
-
 def use_max_pool(impl: str) -> None:
-    """Make this process's max pools use `impl` (a measurement switch, not a library option:
-    'views' is jaxcnn's running max over strided views, 'reduce_window' XLA's op)."""
-    from jaxcnn.models import layers
+    """Make this process's "xla" kernels pool with `impl` (a measurement switch, not a library
+    option): 'reduce_window' is XLA's op (the default), 'views' the running max over strided
+    views of jaxcnn.kernels.xla_cpu; the convolution stays XLA's."""
+    import dataclasses
+
+    from jaxcnn import kernels
 
     if impl not in MAX_POOLS:
         raise ValueError(f"max_pool must be one of {MAX_POOLS}; received {impl!r}")
-    original = getattr(layers, "_views_max_pool", layers._max_over_views)
-    layers._views_max_pool = original
-    layers._max_over_views = original if impl == "views" else _max_pool_reduce_window
+    pool = kernels.xla_cpu.max_pool if impl == "views" else kernels.xla_max_pool
+    kernels.KERNELS["xla"] = dataclasses.replace(kernels.KERNELS["xla"], max_pool=pool)
 
 
 def project_program(name: str, shape: tuple[int, int, int], num_classes: int,

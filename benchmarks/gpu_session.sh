@@ -86,7 +86,7 @@ EOF
   CIFAR_ARGS="steps=${CIFAR_STEPS:-4},batch_size=16,eval_batch_size=20"
   B_ARGS=(--model=resnet20_cifar --batch=8 --rounds=1 --block_seconds=0.2 --notorch_compile)
   C_ARGS=(--model=lenet5 --batch=8 --rounds=1 --block_seconds=0.2 --notorch --notorch_compile)
-  C_VARIANTS=conv_impl=patches,max_pool=reduce_window
+  C_VARIANTS=conv_impl=patches,max_pool=views
   D_ARGS=(--models=lenet5,resnet20_cifar --batch=4 --small_batch=16 --threads=2)
   CAPS=(900 400 400 300)  # the CPU is slow: generous caps, BUDGET should be raised too
 else
@@ -97,7 +97,7 @@ else
           --block_seconds=2.0 --parallel_start)
   C_ARGS=(--model=resnet50 --batch=64 --input=224,224,3 --num_classes=1000 --rounds=3
           --block_seconds=0.5 --notorch --notorch_compile)
-  C_VARIANTS=max_pool=reduce_window,conv_impl=patches,conv_impl=im2col_grad,conv_impl=taps
+  C_VARIANTS=max_pool=views,conv_impl=xla_cpu,conv_impl=patches,conv_impl=im2col_grad,conv_impl=taps
   D_ARGS=(--threads=6 --batch=16 --small_batch=64)
   CAPS=(300 150 90 120)
 fi

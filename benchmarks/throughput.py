@@ -87,7 +87,8 @@ def _jax_program(name: str, batch: int, shape: tuple[int, int, int], num_classes
                  model_kwargs: dict[str, Any], dtype: str = "float32"):
     """Compiled project train and eval steps, their inputs and XLA's cost/memory numbers.
 
-    model_kwargs may hold max_pool=views|reduce_window (benchmarks.common.use_max_pool)."""
+    model_kwargs may hold max_pool=views|reduce_window (benchmarks.common.use_max_pool: the
+    "xla" kernels' pool)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -95,7 +96,7 @@ def _jax_program(name: str, batch: int, shape: tuple[int, int, int], num_classes
     from benchmarks.common import project_program, use_max_pool
 
     model_kwargs = dict(model_kwargs)
-    use_max_pool(model_kwargs.pop("max_pool", "views"))
+    use_max_pool(model_kwargs.pop("max_pool", "reduce_window"))
     program = project_program(name, shape, num_classes, model_kwargs, dtype=dtype)
     train_step, eval_step = program.train_fn, program.eval_fn
     state = jax.jit(program.init_fn)(program.rng)
