@@ -1,0 +1,72 @@
+"""Classification with localization: a small conv net with the lecture's 5+K output head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.detection.iou import paired_iou
+from jaxcnn.models.layers import MaxPool, check_image
+
+
+class LocalizationNet(nn.Module):
+    """Per width 3x3 conv + BN + ReLU + 2x2 max pool; dense; out (pc, bx, by, bh, bw, c1..cK).
+
+    Outputs are raw: pc and the classes are scores the loss compares with 0/1 targets
+    (or logits for `losses.localization_loss_logistic`), the box is relative (cx, cy, h, w).
+    """
+
+    num_classes: int = 3
+    widths: Sequence[int] = (16, 32, 64, 64)
+    hidden: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        check_image(x, "localization_net", 2 ** len(self.widths))
+        for i, width in enumerate(self.widths, start=1):
+            x = nn.Conv(width, (3, 3), padding="SAME", use_bias=False, name=f"conv{i}",
+                        dtype=self.dtype)(x)
+            x = nn.BatchNorm(use_running_average=not train, name=f"bn{i}", dtype=self.dtype)(x)
+            x = MaxPool(2, 2, name=f"pool{i}")(nn.relu(x))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(self.hidden, name="fc", dtype=self.dtype)(x))
+        return nn.Dense(5 + self.num_classes, name="head", dtype=self.dtype)(x).astype(
+            jnp.float32)
+
+
+def localization_eval_sums(
+    y_pred: jax.Array, y_true: jax.Array, mask: jax.Array, *, logits: bool = False,
+) -> dict[str, jax.Array]:
+    """Masked sums over an eval batch of (B, 5+K) vectors.
+
+    pc_correct: (pc > 0.5, or logit > 0) agrees with y1; objects: images with y1 = 1;
+    class_correct and iou: summed over those images only, so class accuracy on object
+    images is class_correct / objects and the mean IoU is iou / objects.
+    """
+    mask = mask.astype(jnp.float32)
+    present = (y_true[:, 0] == 1).astype(jnp.float32) * mask
+    said_present = y_pred[:, 0] > (0.0 if logits else 0.5)
+    pc_correct = (said_present == (y_true[:, 0] == 1)).astype(jnp.float32)
+    class_correct = (jnp.argmax(y_pred[:, 5:], -1) == jnp.argmax(y_true[:, 5:], -1)).astype(
+        jnp.float32)
+    overlap = paired_iou(y_pred[:, 1:5], y_true[:, 1:5])
+    return {
+        "pc_correct": jnp.sum(pc_correct * mask),
+        "objects": jnp.sum(present),
+        "class_correct": jnp.sum(class_correct * present),
+        "iou": jnp.sum(overlap * present),
+        "count": jnp.sum(mask),
+    }
+
+
+def localization_summary(metrics: dict[str, float]) -> dict[str, float]:
+    """Eval means (sum / count) -> pc accuracy, class accuracy and mean IoU on object images."""
+    objects = max(metrics["objects"], 1e-12)
+    return {"pc_accuracy": metrics["pc_correct"],
+            "class_accuracy_on_objects": metrics["class_correct"] / objects,
+            "mean_iou_on_objects": metrics["iou"] / objects}
