@@ -1,4 +1,8 @@
-"""Localization and detection: boxes, IoU, NMS, grid targets, anchors, AP, losses."""
+"""Localization and detection: boxes, IoU, NMS, grid targets, anchors, AP, losses, data."""
+
+import csv
+import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +10,8 @@ import numpy as np
 import pytest
 
 from jaxcnn import detection, losses
+from jaxcnn.data import detection as detection_data
+from jaxcnn.detection import localization, sliding, tasks
 
 
 def _random_boxes(rng, n, lo=0.02, hi=0.4):
@@ -292,3 +298,203 @@ def test_localization_loss_lecture_example_and_masked_gradients():
            - np.log(np.exp(0.7) / np.exp([0.1, 0.7, 0.2]).sum()) + np.log1p(np.exp(0.3)))
     np.testing.assert_allclose(losses.localization_loss_logistic(y_pred, y_true), row / 2,
                                rtol=1e-5)
+
+
+# --- synthetic scenes and datasets -----------------------------------------------------
+
+
+def test_synthetic_scenes_are_deterministic_and_meet_the_spec():
+    scenes = [detection_data.synthetic_scene(7, i) for i in range(24)]
+    again = detection_data.synthetic_scene(7, 5)
+    np.testing.assert_array_equal(again[0], scenes[5][0])
+    np.testing.assert_array_equal(again[1], scenes[5][1])
+    shared = 0
+    for image, boxes, classes in scenes:
+        assert image.shape == (96, 96, 3) and image.dtype == np.float32
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert 1 <= len(classes) <= 6 and set(classes) <= {0, 1, 2}
+        px = boxes * 96
+        corners = np.concatenate([px[:, :2] - px[:, [3, 2]] / 2, px[:, :2] + px[:, [3, 2]] / 2])
+        assert corners.min() >= -1e-3 and corners.max() <= 96.001
+        longest = px[:, 2:].max(1)
+        assert np.all((longest >= 10 - 1e-3) & (longest <= 48 + 1e-3))
+        cells = [tuple(c) for c in np.floor(boxes[:, :2] * 6).astype(int)]
+        shared += len(set(cells)) < len(cells)
+    assert shared >= len(scenes) / 4
+    # Pedestrians are tall, cars wide: the class is in the outline, the colour is random.
+    sizes = np.concatenate([s[1] for s in scenes])
+    labels = np.concatenate([s[2] for s in scenes])
+    assert np.all(sizes[labels == 0, 2] > sizes[labels == 0, 3])
+    assert np.all(sizes[labels == 1, 2] < sizes[labels == 1, 3])
+
+
+def test_single_object_scenes_and_localization_targets():
+    dataset = detection_data.synthetic_scenes(
+        40, 10, seed=3, single_object=True,
+        targets_fn=detection_data.localization_targets(3))
+    assert dataset.boxes_train.shape == (40, 1, 4)
+    empty = dataset.classes_train[:, 0] < 0
+    assert 0 < empty.sum() < 20  # ~20 % background scenes
+    batch = next(dataset.train_batches(8, seed=0))
+    target, classes, boxes = batch["target"], batch["classes"][:, 0], batch["boxes"][:, 0]
+    for row, cls, box in zip(target, classes, boxes):
+        if cls < 0:
+            np.testing.assert_array_equal(row, np.zeros(8))
+        else:
+            np.testing.assert_allclose(row, [1, *box, *np.eye(3)[cls]])
+    evals = list(dataset.eval_batches(4))
+    assert [float(b["mask"].sum()) for b in evals] == [4, 4, 2]
+    assert np.all(evals[-1]["classes"][2:] == -1) and np.all(evals[-1]["target"][2:] == 0)
+
+
+def test_flip_augmentation_mirrors_the_boxes():
+    dataset = detection_data.synthetic_scenes(8, 2, seed=4)
+    flipped = dataclasses.replace(dataset, augment="flip")
+    plain, mirrored = next(dataset.train_batches(8, seed=1)), next(flipped.train_batches(8, seed=1))
+    for k in range(8):
+        if np.array_equal(plain["image"][k], mirrored["image"][k]):
+            continue
+        np.testing.assert_array_equal(mirrored["image"][k], plain["image"][k][:, ::-1])
+        valid = plain["classes"][k] >= 0
+        np.testing.assert_allclose(mirrored["boxes"][k][valid, 0], 1 - plain["boxes"][k][valid, 0])
+
+
+def test_raccoon_voc_folder_split_and_boxes_match_its_csv(shared_data):
+    root = os.path.join(shared_data, "raccoon")
+    dataset = detection_data.load_detection_folder(root, image_size=(32, 32))
+    assert dataset.class_names == ("raccoon",)
+    assert (dataset.num_train, dataset.num_eval) == (160, 40) and not dataset.skipped
+    # Independent check: the test CSV's pixel corners -> relative (cx, cy, h, w).
+    expected = []
+    for row in csv.DictReader(open(os.path.join(root, "test_labels.csv"))):
+        w, h = float(row["width"]), float(row["height"])
+        x1, y1, x2, y2 = (float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        expected.append([(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (y2 - y1) / h, (x2 - x1) / w])
+    got = dataset.boxes_test[dataset.classes_test >= 0]
+    np.testing.assert_allclose(sorted(map(tuple, got)), sorted(map(tuple, expected)), atol=1e-6)
+
+
+def _write_voc(root, name, size, objects, image=True):
+    from PIL import Image
+    os.makedirs(root / "images", exist_ok=True)
+    os.makedirs(root / "annotations", exist_ok=True)
+    if image is True:
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(
+            root / "images" / f"{name}.png")
+    elif image == "broken":
+        (root / "images" / f"{name}.png").write_bytes(b"not an image")
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in objects)
+    (root / "annotations" / f"{name}.xml").write_text(
+        f"<annotation><filename>{name}.png</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>")
+
+
+def test_voc_reader_reports_bad_files_by_name(tmp_path):
+    _write_voc(tmp_path, "good", (40, 20), [("cat", 10, 5, 30, 15)])
+    _write_voc(tmp_path, "outside", (40, 20), [("cat", 10, 5, 45, 15)])
+    _write_voc(tmp_path, "unknown", (40, 20), [("zebra", 1, 1, 5, 5)])
+    _write_voc(tmp_path, "broken", (40, 20), [("cat", 1, 1, 5, 5)], image="broken")
+    with pytest.warns(UserWarning):
+        files, images, boxes, classes, names, problems = detection_data.read_voc_folder(
+            str(tmp_path), image_size=(10, 10), class_names=["cat", "dog"])
+    assert files == ["good.png"] and images.shape == (1, 10, 10, 3)
+    np.testing.assert_allclose(boxes[0], [[0.5, 0.5, 0.5, 0.5]])  # resized, still relative
+    reasons = dict(problems)
+    assert "outside" in reasons["outside.xml"] and "zebra" in reasons["unknown.xml"]
+    assert "unreadable image" in reasons["broken.png"]
+    with pytest.raises(detection_data.AnnotationError, match="broken.png"):  # first in order
+        detection_data.read_voc_folder(str(tmp_path), class_names=["cat"], on_error="raise")
+
+
+def test_yolo_reader_converts_w_h_order_and_reports_bad_lines(tmp_path):
+    from PIL import Image
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(tmp_path / "images" / f"{name}.jpg")
+    (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.25 0.2 0.1\n0 0.1 0.1 0.1 0.1\n")
+    (tmp_path / "labels" / "b.txt").write_text("0 0.95 0.5 0.2 0.2\n")  # right edge at 1.05
+    with pytest.warns(UserWarning, match="b.txt"):
+        files, _, boxes, classes, _, problems = detection_data.read_yolo_folder(
+            str(tmp_path), ["x", "y"], image_size=(16, 16))
+    assert files == ["a.jpg"] and problems[0][0] == "b.txt"
+    np.testing.assert_allclose(boxes[0], [[0.5, 0.25, 0.1, 0.2], [0.1, 0.1, 0.1, 0.1]])
+    np.testing.assert_array_equal(classes[0], [1, 0])
+
+
+def test_tfds_bbox_order_converts_to_center():
+    # (ymin, xmin, ymax, xmax) = (0.1, 0.2, 0.5, 0.6) -> centre (0.4, 0.3), size 0.4 x 0.4.
+    got = detection_data.tfds_boxes_to_center(np.array([[0.1, 0.2, 0.5, 0.6]]))
+    np.testing.assert_allclose(got, [[0.4, 0.3, 0.4, 0.4]], atol=1e-6)
+
+
+# --- sliding windows ------------------------------------------------------------------
+
+
+def test_convolutional_form_equals_the_classifier_on_every_window():
+    classifier = sliding.CropClassifier()
+    params = classifier.init(jax.random.PRNGKey(0), jnp.zeros((1, 14, 14, 3)))["params"]
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                          params)  # non-zero biases too
+    conv_params = sliding.to_convolutional(params)
+    for side, cells in ((16, 2), (28, 8)):
+        image = jax.random.uniform(jax.random.PRNGKey(side), (1, side, side, 3))
+        out = sliding.ConvCropClassifier().apply({"params": conv_params}, image)
+        assert out.shape == (1, cells, cells, 4)
+        crops = jnp.stack([image[0, 2 * i:2 * i + 14, 2 * j:2 * j + 14]
+                           for i in range(cells) for j in range(cells)])
+        expected = classifier.apply({"params": params}, crops).reshape(cells, cells, 4)
+        np.testing.assert_allclose(out[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_window_boxes_and_crops_sample_the_same_pixels():
+    rng = np.random.default_rng(8)
+    image = rng.random((40, 60, 3)).astype(np.float32)
+    resized = np.asarray(sliding.resize_image(jnp.asarray(image)[None], 20, 30))[0]
+    # Resized by 1/2: cell (3, 5) covers original pixels x 20..48, y 12..40.
+    box = sliding.window_boxes(4, 9, 2.0, 2.0, 40, 60)[3 * 9 + 5]
+    np.testing.assert_allclose(box, [34 / 60, 26 / 40, 28 / 40, 28 / 60], rtol=1e-6)
+    crop = sliding.crop_and_resize(image, np.array([[20, 12, 48, 40]]))[0]
+    np.testing.assert_allclose(crop, resized[6:20, 10:24], atol=1e-5)
+
+
+# --- localization metrics ---------------------------------------------------------------
+
+
+def test_localization_eval_sums_by_hand():
+    y_true = jnp.array([[1, 0.5, 0.5, 0.2, 0.2, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0],
+                        [1, 0.5, 0.5, 0.2, 0.2, 1, 0, 0]])
+    # Row 0: right class, box shifted by half its width (IoU 1/3); row 1: pc 0.7 says
+    # object on a background image; row 2 is padding.
+    y_pred = jnp.array([[0.9, 0.6, 0.5, 0.2, 0.2, 0, 1, 0], [0.7, 0, 0, 0, 0, 0, 0, 0],
+                        [1, 0.5, 0.5, 0.2, 0.2, 1, 0, 0]])
+    sums = localization.localization_eval_sums(y_pred, y_true, jnp.array([1.0, 1.0, 0.0]))
+    assert {k: round(float(v), 5) for k, v in sums.items()} == {
+        "pc_correct": 1.0, "objects": 1.0, "class_correct": 1.0, "iou": round(1 / 3, 5),
+        "count": 2.0}
+    summary = localization.localization_summary({k: float(v) / 2 for k, v in sums.items()})
+    np.testing.assert_allclose(summary["mean_iou_on_objects"], 1 / 3, rtol=1e-5)
+    assert summary["pc_accuracy"] == 0.5 and summary["class_accuracy_on_objects"] == 1.0
+
+
+def test_localization_task_eval_through_train_and_evaluate_matches_direct_sums(tmp_path):
+    from jaxcnn import train
+    dataset = detection_data.synthetic_scenes(
+        16, 6, seed=5, single_object=True, image_size=32, min_px=8, max_px=16,
+        targets_fn=detection_data.localization_targets(3))
+    model = localization.LocalizationNet(widths=(4,), hidden=8)
+    config = train.default_config()
+    config.update({"train_steps": 1, "batch_size": 8, "eval_batch_size": 4, "normalize": False,
+                   "progress": False, "tensorboard": False, "async_checkpoints": False})
+    task = tasks.localization_task(dataset, model)
+    result = train.train_and_evaluate(config, str(tmp_path), task)
+    variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
+    out = model.apply(variables, jnp.asarray(dataset.x_test))
+    target = detection_data.localization_targets(3)(dataset.boxes_test, dataset.classes_test)
+    direct = localization.localization_eval_sums(out, jnp.asarray(target["target"]), jnp.ones(6))
+    for key in ("pc_correct", "objects", "class_correct", "iou"):
+        np.testing.assert_allclose(result.metrics[key], float(direct[key]) / 6, rtol=1e-5)
+    np.testing.assert_allclose(result.metrics["loss"],
+                               float(losses.localization_loss(out, target["target"])), rtol=1e-5)

@@ -9,12 +9,22 @@ resumable at any step) and `eval_batches(global_batch, ...)` (padded, with a `ma
 from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
+from jaxcnn.data.detection import (
+    AnnotationError,
+    DetectionDataset,
+    get_detection_dataset,
+    load_detection_folder,
+    localization_targets,
+    synthetic_scenes,
+)
 from jaxcnn.data.offline import embedded_mnist, load_image_folder, load_npz, read_image_folder
 from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 
 OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
+    "AnnotationError", "DetectionDataset", "get_detection_dataset", "load_detection_folder",
+    "localization_targets", "synthetic_scenes",
     "ArrayDataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
     "get_dataset", "load_image_folder", "load_npz", "pad_to", "read_image_folder",
     "to_float_images",

@@ -374,6 +374,7 @@ def _load_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray, tup
 
     with Image.open(path) as image:
         original = (image.height, image.width)
+        image.draft("RGB", (image_size[1], image_size[0]))  # JPEG: decode at a smaller scale
         image = image.convert("RGB").resize((image_size[1], image_size[0]), Image.BILINEAR)
         return np.asarray(image, np.float32) / 255.0, original
 

@@ -14,7 +14,9 @@ from jaxcnn.models.layers import MaxPool, check_image
 
 
 class LocalizationNet(nn.Module):
-    """Per width 3x3 conv + BN + ReLU + 2x2 max pool; dense; out (pc, bx, by, bh, bw, c1..cK).
+    """A 5x5 stride-2 stem, then per width 3x3 conv + BN + ReLU + 2x2 max pool; dense; the head.
+
+    The head is (pc, bx, by, bh, bw, c1..cK) = 5 + K outputs (8 for the lecture's 3 classes).
 
     Outputs are raw: pc and the classes are scores the loss compares with 0/1 targets
     (or logits for `losses.localization_loss_logistic`), the box is relative (cx, cy, h, w).
@@ -27,10 +29,12 @@ class LocalizationNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_image(x, "localization_net", 2 ** len(self.widths))
+        check_image(x, "localization_net", 2 ** (len(self.widths) + 1))
         for i, width in enumerate(self.widths, start=1):
-            x = nn.Conv(width, (3, 3), padding="SAME", use_bias=False, name=f"conv{i}",
-                        dtype=self.dtype)(x)
+            # The stem's stride 2 divides the cost of the whole net by ~3 at 96x96.
+            kernel, stride = ((5, 5), 2) if i == 1 else ((3, 3), 1)
+            x = nn.Conv(width, kernel, strides=stride, padding="SAME", use_bias=False,
+                        name=f"conv{i}", dtype=self.dtype)(x)
             x = nn.BatchNorm(use_running_average=not train, name=f"bn{i}", dtype=self.dtype)(x)
             x = MaxPool(2, 2, name=f"pool{i}")(nn.relu(x))
         x = x.reshape(x.shape[0], -1)
