@@ -27,8 +27,11 @@ def run_localization(config, workdir: str) -> dict[str, float]:
     data = config.localization_data
     dataset = detection_data.synthetic_scenes(
         data.num_train, data.num_test, seed=data.seed, single_object=True,
+        min_px=data.min_px, max_px=data.max_px,
+        augment=config.localization.augment or "none",
         targets_fn=detection_data.localization_targets(len(detection_data.LECTURE_CLASSES)))
-    task = tasks.localization_task(dataset, logistic=config.logistic)
+    task = tasks.localization_task(dataset, logistic=config.logistic,
+                                   box_weight=config.box_weight)
     result = train.train_and_evaluate(config.localization, os.path.join(workdir, "localization"),
                                       task)
     return {**result.metrics, **localization.localization_summary(result.metrics)}

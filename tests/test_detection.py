@@ -288,6 +288,9 @@ def test_localization_loss_lecture_example_and_masked_gradients():
     # First: 0.04 + 0.01 + 0.04 + 0.01 + 0.09 + 0.04 = 0.23; second: only 0.3^2 = 0.09.
     np.testing.assert_allclose(losses.localization_loss(y_pred, y_true), (0.23 + 0.09) / 2,
                                rtol=1e-6)
+    # lambda_coord = 5 on the box: 0.04 + 5 * (0.01 + 0.04) + 0.01 + 0.09 + 0.04 = 0.43.
+    np.testing.assert_allclose(losses.localization_loss(y_pred, y_true, box_weight=5.0),
+                               (0.43 + 0.09) / 2, rtol=1e-6)
     grad = jax.grad(losses.localization_loss)(y_pred, y_true)
     assert np.all(np.asarray(grad[1, 1:]) == 0.0) and float(grad[1, 0]) == pytest.approx(0.3)
     np.testing.assert_allclose(grad[0], (y_pred[0] - y_true[0]), atol=1e-6)  # 2 e / batch 2

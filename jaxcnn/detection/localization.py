@@ -14,9 +14,12 @@ from jaxcnn.models.layers import MaxPool, check_image
 
 
 class LocalizationNet(nn.Module):
-    """A 5x5 stride-2 stem, then per width 3x3 conv + BN + ReLU + 2x2 max pool; dense; the head.
+    """A 5x5 stride-2 stem, then per width 3x3 conv + BN + ReLU (+ 2x2 max pool); dense; the head.
 
     The head is (pc, bx, by, bh, bw, c1..cK) = 5 + K outputs (8 for the lecture's 3 classes).
+    `pools` max pools follow the first convs; with coord_channels the input gets two more
+    channels holding each pixel's relative x and y (CoordConv, Liu et al. 2018), which
+    lets a pooled net regress absolute positions.
 
     Outputs are raw: pc and the classes are scores the loss compares with 0/1 targets
     (or logits for `losses.localization_loss_logistic`), the box is relative (cx, cy, h, w).
@@ -24,19 +27,29 @@ class LocalizationNet(nn.Module):
 
     num_classes: int = 3
     widths: Sequence[int] = (16, 32, 64, 64)
-    hidden: int = 128
+    pools: int = 3
+    hidden: int = 256
+    coord_channels: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        check_image(x, "localization_net", 2 ** (len(self.widths) + 1))
+        check_image(x, "localization_net", 2 ** (self.pools + 1))
+        if self.coord_channels:
+            b, h, w, _ = x.shape
+            ys, xs = jnp.meshgrid((jnp.arange(h) + 0.5) / h, (jnp.arange(w) + 0.5) / w,
+                                  indexing="ij")
+            coords = jnp.broadcast_to(jnp.stack([xs, ys], -1), (b, h, w, 2)).astype(x.dtype)
+            x = jnp.concatenate([x, coords], axis=-1)
         for i, width in enumerate(self.widths, start=1):
             # The stem's stride 2 divides the cost of the whole net by ~3 at 96x96.
             kernel, stride = ((5, 5), 2) if i == 1 else ((3, 3), 1)
             x = nn.Conv(width, kernel, strides=stride, padding="SAME", use_bias=False,
                         name=f"conv{i}", dtype=self.dtype)(x)
             x = nn.BatchNorm(use_running_average=not train, name=f"bn{i}", dtype=self.dtype)(x)
-            x = MaxPool(2, 2, name=f"pool{i}")(nn.relu(x))
+            x = nn.relu(x)
+            if i <= self.pools:
+                x = MaxPool(2, 2, name=f"pool{i}")(x)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.hidden, name="fc", dtype=self.dtype)(x))
         return nn.Dense(5 + self.num_classes, name="head", dtype=self.dtype)(x).astype(

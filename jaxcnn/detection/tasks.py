@@ -22,10 +22,14 @@ from jaxcnn.detection.localization import LocalizationNet, localization_eval_sum
 from jaxcnn.train import Task
 
 
-def localization_task(dataset, model=None, logistic: bool = False) -> Task:
+def localization_task(dataset, model=None, logistic: bool = False,
+                      box_weight: float = 1.0) -> Task:
     """Classification with localization on a dataset whose batches carry "target" (B, 5+K)."""
     model = model or LocalizationNet(num_classes=dataset.num_classes)
-    loss = losses.localization_loss_logistic if logistic else losses.localization_loss
+    base = losses.localization_loss_logistic if logistic else losses.localization_loss
+
+    def loss(outputs, targets):
+        return base(outputs, targets, box_weight)
 
     def loss_fn(outputs, batch):
         value = loss(outputs, batch["target"])
