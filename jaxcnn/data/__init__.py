@@ -1,14 +1,13 @@
 """Datasets: TFDS pipelines, the embedded offline MNIST, .npz arrays and image folders.
 
-Every dataset exposes the same interface: `num_classes`, `image_shape`, `num_train`,
-`num_eval`, `mean`/`std` (per channel, of [0, 1] pixels), `steps_per_epoch(batch)`,
-`train_batches(global_batch, seed=, start_step=, process_index=, process_count=)` (endless,
-resumable at any step) and `eval_batches(global_batch, ...)` (padded, with a `mask`).
+Every dataset follows the protocol `jaxcnn.data.base.Dataset` (class count, image shape,
+split sizes, mean/std, resumable `train_batches`, padded and masked `eval_batches`).
 """
 
 from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
+from jaxcnn.data.base import Dataset, prefetch
 from jaxcnn.data.detection import (
     AnnotationError,
     DetectionDataset,
@@ -25,23 +24,29 @@ OFFLINE_DATASETS = ("embedded_mnist",)
 __all__ = [
     "AnnotationError", "DetectionDataset", "get_detection_dataset", "load_detection_folder",
     "localization_targets", "synthetic_scenes",
-    "ArrayDataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
-    "get_dataset", "load_image_folder", "load_npz", "pad_to", "read_image_folder",
+    "ArrayDataset", "Dataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
+    "get_dataset", "load_image_folder", "load_npz", "pad_to", "prefetch", "read_image_folder",
     "to_float_images",
 ]
 
 
 def get_dataset(
     name: str, *, data_dir: str | None = None, image_size: tuple[int, int] | None = None,
-    augment: str | None = None, download: bool = False,
+    augment: str | None = None, download: bool = False, num_classes: int | None = None,
 ):
-    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH' or a TFDS name."""
+    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH' or a TFDS name.
+
+    `num_classes`, when given, is checked against the data (and fixes an npz's class count).
+    TensorFlow is imported only for TFDS names.
+    """
     size = tuple(image_size) if image_size else None
     if name == "embedded_mnist":
+        if num_classes not in (None, 10):
+            raise ValueError(f"embedded_mnist has 10 classes, but num_classes={num_classes}")
         return embedded_mnist(size or (32, 32), augment=augment or "none")
     if name.startswith("npz:"):
-        return load_npz(name[4:], size, augment or "none")
+        return load_npz(name[4:], size, augment or "none", num_classes=num_classes)
     if name.startswith("folder:"):
-        return load_image_folder(name[7:], size, augment or "none")
+        return load_image_folder(name[7:], size, augment or "none", num_classes=num_classes)
     return TFDSDataset(name, data_dir=data_dir, image_size=size, augment=augment,
-                       download=download)
+                       download=download, num_classes=num_classes)

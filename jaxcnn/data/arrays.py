@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from jaxcnn.data import base
+
+Batch = base.Batch
 AUGMENTATIONS = ("none", "crop_flip", "flip")
 
 
@@ -21,6 +23,47 @@ def to_float_images(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8 or images.max(initial=0) > 1.0:
         return (images.astype(np.float32) / 255.0).astype(np.float32)
     return images.astype(np.float32)
+
+
+def check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class labels (N,) as int32 after checking they are integers; `where` names file and key."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{where}: labels must have shape (N,), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{where}: labels must be integer class indices 0..K-1, got dtype {labels.dtype} "
+            f"(first values {labels[:3].tolist()}); convert them with astype(int) if they are "
+            f"whole numbers, or map them to class indices"
+        )
+    return labels.astype(np.int32)
+
+
+def check_classes(
+    labels_by_split: dict[str, np.ndarray], num_classes: int, where: str,
+    class_names: Sequence[str] | None = None, hint: str = "",
+) -> None:
+    """At least two classes; every label in [0, num_classes); every class in every split."""
+    if num_classes < 2:
+        raise ValueError(f"{where}: found {num_classes} class(es) {list(class_names or [])}; "
+                         f"classification needs at least two")
+    for split, labels in labels_by_split.items():
+        if labels.size == 0:
+            raise ValueError(f"{where}: {split} is empty (0 examples); every split needs "
+                             f"examples, the test split for evaluation")
+        outside = (labels < 0) | (labels >= num_classes)
+        if outside.any():
+            first = int(np.argmax(outside))
+            raise ValueError(
+                f"{where}: {split}[{first}] = {labels[first]} is outside [0, {num_classes}) "
+                f"({int(outside.sum())} such labels); labels must be class indices{hint}")
+        missing = np.setdiff1d(np.arange(num_classes), labels)
+        if missing.size:
+            shown = [class_names[c] for c in missing[:8]] if class_names else missing[:8].tolist()
+            more = f" and {missing.size - 8} more" if missing.size > 8 else ""
+            raise ValueError(
+                f"{where}: {split} has no examples of class(es) {shown}{more} of {num_classes}; "
+                f"every class needs examples in each split{hint}")
 
 
 def pad_to(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -74,6 +117,8 @@ class ArrayDataset:
                 )
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augment!r}; expected {AUGMENTATIONS}")
+        for split in ("train", "test"):
+            check_labels(getattr(self, f"y_{split}"), f"{self.name}: y_{split}")
         labels = np.concatenate([self.y_train, self.y_test])
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"{self.name}: labels must lie in [0, {self.num_classes})")
@@ -98,6 +143,10 @@ class ArrayDataset:
     def std(self) -> np.ndarray:
         return self.x_train.std(axis=(0, 1, 2)) + 1e-6
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("image", "label")
+
     def steps_per_epoch(self, global_batch: int) -> int:
         return max(1, self.num_train // global_batch)
 
@@ -106,45 +155,24 @@ class ArrayDataset:
         process_index: int = 0, process_count: int = 1,
     ) -> Iterator[Batch]:
         """Endless local batches from `start_step` on; each host yields its slice."""
-        local = _local_batch(global_batch, process_count)
-        if global_batch > self.num_train:
-            raise ValueError(f"batch size {global_batch} exceeds {self.num_train} train images")
-        per_epoch = self.steps_per_epoch(global_batch)
-        step, order_epoch, order = start_step, None, None
-        while True:
-            epoch, index = divmod(step, per_epoch)
-            if epoch != order_epoch:
-                order_epoch = epoch
-                order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
-            rows = order[index * global_batch : (index + 1) * global_batch]
-            rows = rows[process_index * local : (process_index + 1) * local]
+        for epoch, index, rows in base.train_rows(
+                global_batch, self.num_train, seed=seed, start_step=start_step,
+                process_index=process_index, process_count=process_count):
             rng = np.random.default_rng([seed, epoch, index, process_index, 1])
             yield {
                 "image": augment_batch(self.x_train[rows], self.augment, rng),
                 "label": self.y_train[rows].astype(np.int32),
             }
-            step += 1
 
     def eval_batches(
         self, global_batch: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[Batch]:
         """Every test example once; the last batch is padded and `mask` marks real rows."""
-        local = _local_batch(global_batch, process_count)
-        for start in range(0, self.num_eval, global_batch):
-            lo = start + process_index * local
-            rows = np.arange(lo, min(lo + local, self.num_eval))
-            n = len(rows)
-            image = np.zeros((local, *self.image_shape), np.float32)
-            label = np.zeros((local,), np.int32)
-            image[:n], label[:n] = self.x_test[rows], self.y_test[rows]
-            mask = (np.arange(local) < n).astype(np.float32)
-            yield {"image": image, "label": label, "mask": mask}
-
-
-def _local_batch(global_batch: int, process_count: int) -> int:
-    if global_batch < 1 or global_batch % process_count:
-        raise ValueError(
-            f"global batch size {global_batch} must be a positive multiple of the "
-            f"{process_count} processes"
-        )
-    return global_batch // process_count
+        for rows, mask in base.eval_rows(global_batch, self.num_eval,
+                                         process_index=process_index,
+                                         process_count=process_count):
+            local = len(mask)
+            yield {"image": base.pad_rows(self.x_test[rows], local),
+                   "label": base.pad_rows(self.y_test[rows].astype(np.int32), local),
+                   "index": base.pad_rows(rows.astype(np.int32), local),
+                   "mask": mask}

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from jaxcnn.data.arrays import Batch, _local_batch
+from jaxcnn.data import base
+
+Batch = base.Batch
 
 LECTURE_CLASSES = ("pedestrian", "car", "motorcycle")  # class ids 0, 1, 2; pc = 0 is background
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
@@ -101,23 +103,19 @@ class DetectionDataset:
             batch.update(self.targets_fn(batch["boxes"], batch["classes"]))
         return batch
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        empty = np.zeros((0, *self.boxes_train.shape[1:]), np.float32)
+        return tuple(self._batch(self.x_train[:0], empty, self.classes_train[:0]))
+
     def train_batches(
         self, global_batch: int, *, seed: int, start_step: int = 0,
         process_index: int = 0, process_count: int = 1,
     ) -> Iterator[Batch]:
         """Endless local batches from `start_step` on; each host yields its slice."""
-        local = _local_batch(global_batch, process_count)
-        if global_batch > self.num_train:
-            raise ValueError(f"batch size {global_batch} exceeds {self.num_train} train images")
-        per_epoch = self.steps_per_epoch(global_batch)
-        step, order_epoch, order = start_step, None, None
-        while True:
-            epoch, index = divmod(step, per_epoch)
-            if epoch != order_epoch:
-                order_epoch = epoch
-                order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
-            rows = order[index * global_batch: (index + 1) * global_batch]
-            rows = rows[process_index * local: (process_index + 1) * local]
+        for epoch, index, rows in base.train_rows(
+                global_batch, self.num_train, seed=seed, start_step=start_step,
+                process_index=process_index, process_count=process_count):
             images, boxes = self.x_train[rows], self.boxes_train[rows].copy()
             if self.augment == "flip":
                 flip = np.random.default_rng([seed, epoch, index, process_index, 1]).random(
@@ -125,24 +123,21 @@ class DetectionDataset:
                 images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
                 boxes[..., 0] = np.where(flip[:, None], 1.0 - boxes[..., 0], boxes[..., 0])
             yield self._batch(images, boxes, self.classes_train[rows])
-            step += 1
 
     def eval_batches(
         self, global_batch: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[Batch]:
         """Every test image once; the last batch is padded and `mask` marks real rows."""
-        local = _local_batch(global_batch, process_count)
-        for start in range(0, self.num_eval, global_batch):
-            lo = start + process_index * local
-            rows = np.arange(lo, min(lo + local, self.num_eval))
-            n = len(rows)
-            images = np.zeros((local, *self.image_shape), np.float32)
-            boxes = np.zeros((local, *self.boxes_test.shape[1:]), np.float32)
+        for rows, mask in base.eval_rows(global_batch, self.num_eval,
+                                         process_index=process_index,
+                                         process_count=process_count):
+            local = len(mask)
             classes = np.full((local, self.classes_test.shape[1]), -1, np.int32)
-            images[:n], boxes[:n], classes[:n] = (self.x_test[rows], self.boxes_test[rows],
-                                                  self.classes_test[rows])
-            batch = self._batch(images, boxes, classes)
-            batch["mask"] = (np.arange(local) < n).astype(np.float32)
+            classes[:len(rows)] = self.classes_test[rows]
+            batch = self._batch(base.pad_rows(self.x_test[rows], local),
+                                base.pad_rows(self.boxes_test[rows], local), classes)
+            batch["index"] = base.pad_rows(rows.astype(np.int32), local)
+            batch["mask"] = mask
             yield batch
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import math
 import os
+import sys
 from collections.abc import Iterator
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from jaxcnn.data import base
+
+Batch = base.Batch
 
 # Per-dataset facts: eval split, per-channel mean/std of [0, 1] pixels, default augmentation.
 KNOWN_DATASETS = {
@@ -23,9 +28,38 @@ KNOWN_DATASETS = {
 EVAL_CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then centre-crop
 
 
-def _tf():
-    import tensorflow as tf
+def import_tensorflow():
+    """TensorFlow, imported on first use (TFDS data only) without its C++ start-up banners.
 
+    TF 2.21 prints its oneDNN and CPU-feature lines before its logging reads
+    TF_CPP_MIN_LOG_LEVEL, so stderr is redirected for the import itself; set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them. Later TF messages below WARNING stay hidden (level 1).
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        with _stderr_to_devnull(os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull(enabled: bool):
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _tf():
+    tf = import_tensorflow()
     # TF must never claim an accelerator that JAX is about to use.
     tf.config.set_visible_devices([], "GPU")
     return tf
@@ -43,18 +77,39 @@ def _not_prepared_message(name: str, builder_dir: str) -> str:
 
 def open_builder(name: str, data_dir: str | None, download: bool):
     """The TFDS builder for `name`, prepared; fails at once with a how-to if it is not."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # imports TensorFlow lazily, not yet
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # unknown names, registry problems
-        raise ValueError(f"cannot open TFDS dataset {name!r} (data_dir={data_dir!r}): {error}") \
-            from error
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(_unknown_name_message(name, tfds.list_builders(
+            with_community_datasets=False))) from None  # TFDS's message lists ~500 names
+    except Exception as error:  # registry problems: keep the first line only
+        first = (str(error).splitlines() or [""])[0]
+        raise ValueError(f"cannot open TFDS dataset {name!r} (data_dir={data_dir!r}): "
+                         f"{type(error).__name__}: {first}") from error
     if download:
-        builder.download_and_prepare()
+        import_tensorflow()  # before TFDS imports it, with its banners
+        try:
+            builder.download_and_prepare()
+        except Exception as error:
+            first = (str(error).splitlines() or [""])[0]
+            raise RuntimeError(
+                f"downloading TFDS dataset {name!r} into {builder.data_dir!r} failed "
+                f"({type(error).__name__}: {first}). Check network access, or prepare it on "
+                f"another machine (`tfds build {name} --data_dir=DIR`) and point "
+                f"config.data_dir at DIR") from error
     elif not os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
         raise FileNotFoundError(_not_prepared_message(name, builder.data_dir))
+    import_tensorflow()  # before TFDS imports it, with its banners
     return builder
+
+
+def _unknown_name_message(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return (f"unknown dataset {name!r}.{hint} Offline choices: 'embedded_mnist', 'npz:PATH', "
+            f"'folder:PATH'; TFDS has {len(known)} more (tensorflow_datasets.list_builders()).")
 
 
 def _to_float(tf, image):
@@ -104,6 +159,7 @@ class TFDSDataset:
     train_split: str = "train"
     eval_split: str | None = None
     shuffle_buffer: int = 16_384
+    num_classes: int | None = None  # when given, must match the dataset's label feature
 
     def __post_init__(self):
         known = KNOWN_DATASETS.get(self.name, ("test", None, None, "none"))
@@ -118,14 +174,25 @@ class TFDSDataset:
                 raise ValueError(f"{self.name} has variable image sizes; set config.image_size")
             self.image_size = tuple(native)
         self.channels = image_feature.shape[-1]
-        self.num_classes = info.features["label"].num_classes
+        classes = getattr(info.features["label"], "num_classes", None) \
+            if "label" in info.features else None
+        if classes is None:
+            raise ValueError(f"TFDS dataset {self.name!r} has no ClassLabel feature 'label' "
+                             f"(features: {list(info.features)}); it is not a classification set")
+        if self.num_classes is not None and self.num_classes != classes:
+            raise ValueError(f"TFDS dataset {self.name!r} has {classes} classes but "
+                             f"config.num_classes={self.num_classes}")
+        if classes < 2:
+            raise ValueError(f"TFDS dataset {self.name!r} has {classes} class(es); "
+                             f"classification needs at least two")
+        self.num_classes = classes
         splits = info.splits
-        self.num_train = splits[self.train_split].num_examples if self.train_split in splits \
-            else 0
-        self.num_eval = splits[self.eval_split].num_examples if self.eval_split in splits else 0
-        if not self.num_train:
-            raise ValueError(f"{self.name}: split {self.train_split!r} is missing or empty "
-                             f"(splits: {list(splits)})")
+        for role, split in (("train", self.train_split), ("eval", self.eval_split)):
+            examples = splits[split].num_examples if split in splits else 0
+            if not examples:
+                raise ValueError(f"TFDS dataset {self.name!r}: the {role} split {split!r} is "
+                                 f"missing or empty (splits: {list(splits)})")
+            setattr(self, f"num_{role}", examples)
         channels = self.channels
         self.mean = np.array(known[1] or (0.5,) * channels, np.float32)
         self.std = np.array(known[2] or (0.25,) * channels, np.float32)
@@ -133,6 +200,10 @@ class TFDSDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (*self.image_size, self.channels)
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("image", "label")
 
     def steps_per_epoch(self, global_batch: int) -> int:
         return max(1, self.num_train // global_batch)
@@ -159,18 +230,18 @@ class TFDSDataset:
     ) -> Iterator[Batch]:
         """Endless local batches from `start_step` on (skipping is done before decoding)."""
         tf = _tf()
-        local = global_batch // process_count
+        local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.train_split, process_index, process_count, True)
         ds = self._read(split, shuffle_seed=seed).repeat()
         ds = ds.shuffle(min(self.shuffle_buffer, self.num_train), seed=seed,
                         reshuffle_each_iteration=True)
         ds = ds.enumerate().skip(start_step * local)
         decoder = self.builder.info.features["image"]
-        size, kind, base = self.image_size, self.augment, seed
+        size, kind, base_seed = self.image_size, self.augment, seed
 
         def prepare(index, example):
             image = _to_float(tf, decoder.decode_example(example["image"]))
-            example_seed = tf.stack([tf.cast(base, tf.int64), index])
+            example_seed = tf.stack([tf.cast(base_seed, tf.int64), index])
             return {"image": _augment(tf, image, size, kind, example_seed),
                     "label": tf.cast(example["label"], tf.int32)}
 
@@ -183,34 +254,33 @@ class TFDSDataset:
     ) -> Iterator[Batch]:
         """Each host's share once; every host yields the same number of masked batches."""
         tf = _tf()
-        local = global_batch // process_count
+        local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.eval_split, process_index, process_count, False)
         decoder = self.builder.info.features["image"]
         size = self.image_size
+        # Position in the whole eval split, so gathered outputs can be put in dataset order.
+        offset = sum(self.builder.info.splits[
+            self._host_split(self.eval_split, i, process_count, False)].num_examples
+            for i in range(process_index))
 
-        def prepare(example):
+        def prepare(index, example):
             image = _to_float(tf, decoder.decode_example(example["image"]))
             return {"image": _fit_eval(tf, image, size),
-                    "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(1.0)}
+                    "label": tf.cast(example["label"], tf.int32),
+                    "index": tf.cast(index + offset, tf.int32), "mask": tf.constant(1.0)}
 
-        ds = self._read(split, shuffle_seed=None).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = self._read(split, shuffle_seed=None).enumerate().map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(local).prefetch(tf.data.AUTOTUNE)
         num_batches = math.ceil(math.ceil(self.num_eval / process_count) / local)
         produced = 0
         for batch in ds.as_numpy_iterator():
             if produced == num_batches:
                 break
-            yield _pad_batch(batch, local)
+            yield {key: base.pad_rows(value, local) for key, value in batch.items()}
             produced += 1
         empty = {"image": np.zeros((local, *self.image_shape), np.float32),
-                 "label": np.zeros((local,), np.int32), "mask": np.zeros((local,), np.float32)}
+                 "label": np.zeros((local,), np.int32), "index": np.zeros((local,), np.int32),
+                 "mask": np.zeros((local,), np.float32)}
         for _ in range(produced, num_batches):
             yield empty
-
-
-def _pad_batch(batch: Batch, size: int) -> Batch:
-    n = len(batch["label"])
-    if n == size:
-        return batch
-    return {key: np.concatenate([value, np.zeros((size - n, *value.shape[1:]), value.dtype)])
-            for key, value in batch.items()}
