@@ -149,3 +149,50 @@ def total_variation(images: jax.Array) -> jax.Array:
     dy = jnp.square(images[..., 1:, :, :] - images[..., :-1, :, :]).sum(axis=(-3, -2, -1))
     dx = jnp.square(images[..., :, 1:, :] - images[..., :, :-1, :]).sum(axis=(-3, -2, -1))
     return jnp.mean(dy + dx)
+
+
+# --- Localization (classification with localization, the lecture's y1-masked loss) ---
+
+
+def _check_localization(y_pred: jax.Array, y_true: jax.Array) -> None:
+    if y_pred.shape != y_true.shape or y_pred.ndim < 2 or y_pred.shape[-1] < 6:
+        raise ValueError(
+            "y_pred and y_true must share a shape (..., 5 + K) = (pc, bx, by, bh, bw, c1..cK) "
+            f"with K >= 1, got {y_pred.shape} and {y_true.shape}")
+
+
+def localization_loss(
+    y_pred: jax.Array, y_true: jax.Array, box_weight: float = 1.0
+) -> jax.Array:
+    """Batch mean of the lecture's loss: all 5+K squared errors if y1 = 1, else (y1 - yhat1)^2.
+
+    y_pred, y_true: (B, 5 + K) (or (B, ..., 5 + K), summed over the middle axes).
+    box_weight scales the four box terms (YOLO's lambda_coord; 1 is the lecture's loss).
+    """
+    y_pred, y_true = jnp.asarray(y_pred, jnp.float32), jnp.asarray(y_true, jnp.float32)
+    _check_localization(y_pred, y_true)
+    present = y_true[..., :1] == 1
+    weights = jnp.ones(y_true.shape[-1] - 1).at[:4].set(box_weight)
+    # where (not multiply) so the masked entries get exactly zero gradient, NaN or not.
+    rest = jnp.where(present, weights * jnp.square(y_pred[..., 1:] - y_true[..., 1:]), 0.0)
+    per_vector = jnp.square(y_pred[..., 0] - y_true[..., 0]) + jnp.sum(rest, axis=-1)
+    per_example = jnp.sum(per_vector.reshape(per_vector.shape[0], -1), axis=1)
+    return jnp.mean(per_example)
+
+
+def localization_loss_logistic(
+    y_pred: jax.Array, y_true: jax.Array, box_weight: float = 1.0
+) -> jax.Array:
+    """Batch mean of: logistic loss on pc + (if y1 = 1) squared box error + softmax CE on classes.
+
+    y_pred holds raw outputs (pc logit, bx, by, bh, bw, class logits); y_true as in
+    `localization_loss` (one-hot classes).
+    """
+    y_pred, y_true = jnp.asarray(y_pred, jnp.float32), jnp.asarray(y_true, jnp.float32)
+    _check_localization(y_pred, y_true)
+    present = y_true[..., 0] == 1
+    objectness = optax.sigmoid_binary_cross_entropy(y_pred[..., 0], y_true[..., 0])
+    box = box_weight * jnp.sum(jnp.square(y_pred[..., 1:5] - y_true[..., 1:5]), axis=-1)
+    classes = optax.softmax_cross_entropy(y_pred[..., 5:], y_true[..., 5:])
+    per_vector = objectness + jnp.where(present, box + classes, 0.0)
+    return jnp.mean(jnp.sum(per_vector.reshape(per_vector.shape[0], -1), axis=1))

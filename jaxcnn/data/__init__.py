@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
 from jaxcnn.data.base import Dataset, prefetch
+from jaxcnn.data.detection import (
+    AnnotationError,
+    DetectionDataset,
+    get_detection_dataset,
+    load_detection_folder,
+    localization_targets,
+    synthetic_scenes,
+)
 from jaxcnn.data.device import DeviceImageDataset, load_device_dataset
 from jaxcnn.data.offline import embedded_mnist, load_image_folder, load_npz, read_image_folder
 from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
@@ -15,9 +23,11 @@ from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
-    "ArrayDataset", "Dataset", "DeviceImageDataset", "TFDSDataset", "KNOWN_DATASETS",
-    "augment_batch", "embedded_mnist", "get_dataset", "load_device_dataset", "load_image_folder",
-    "load_npz", "pad_to", "prefetch", "read_image_folder", "to_float_images",
+    "AnnotationError", "ArrayDataset", "Dataset", "DetectionDataset", "DeviceImageDataset",
+    "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "embedded_mnist", "get_dataset",
+    "get_detection_dataset", "load_detection_folder", "load_device_dataset", "load_image_folder",
+    "load_npz", "localization_targets", "pad_to", "prefetch", "read_image_folder",
+    "synthetic_scenes", "to_float_images",
 ]
 
 
