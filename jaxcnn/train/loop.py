@@ -23,6 +23,7 @@ import optax
 from jaxcnn import data as data_lib
 from jaxcnn import losses, models
 from jaxcnn.train import sharding
+from jaxcnn.train import workdir as workdir_lib
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.config import check_keys, to_steps
 from jaxcnn.train.metrics import MetricWriter, Progress
@@ -255,12 +256,19 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
     check_keys(config)
+    with workdir_lib.writer_lock(workdir):  # one training per workdir, held by process 0
+        return _train_and_evaluate(config, workdir, task)
+
+
+def _train_and_evaluate(config, workdir, task) -> TrainResult:
     task = task or classification_task(config)
     run = _compile(config, task)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, config.async_checkpoints)
+    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, config.async_checkpoints,
+                                fingerprint=workdir_lib.run_fingerprint(config, task.dataset,
+                                                                        run.abstract_state))
     start_step, state = checkpointer.restore_latest(run.abstract_state)
     if state is None:
         start_step = 0
@@ -302,7 +310,9 @@ def evaluate_checkpoint(
     task = task or classification_task(config)
     run = _compile(config, task)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False)
+    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False,
+                                read_only=True, fingerprint=workdir_lib.run_fingerprint(
+                                    config, task.dataset, run.abstract_state))
     try:
         step, state = checkpointer.restore_latest(run.abstract_state)
     finally:

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.train.faults import fault_point
+
 
 def _scalar(value: Any) -> float:
     return float(np.asarray(value))
@@ -47,6 +49,8 @@ class MetricWriter:
                 for key, value in values.items():
                     tf.summary.scalar(f"{split}/{key}", value)
             self._tb.flush()
+        if split == "train":
+            fault_point("step", step)
 
     def close(self) -> None:
         if self._jsonl:
