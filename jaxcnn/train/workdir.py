@@ -4,7 +4,7 @@
   (host, pid, start time, command) for the whole run; a second writer fails at once naming
   the holder; a lock left by a dead process on this host is taken over with a warning.
   Readers (evaluation, inspection, prediction) never lock.
-- `run_fingerprint(config, dataset, abstract_state)`: the config keys that shape the
+- `run_fingerprint(program)`: the config keys that shape the
   training state, stored as `WORKDIR/checkpoints/fingerprint.json`; `check_fingerprint`
   refuses to resume checkpoints written under another one, naming the keys that differ.
 """
@@ -223,11 +223,18 @@ def state_layout(tree: Any) -> dict[str, str]:
             for path, leaf in leaves}
 
 
-def run_fingerprint(config: Any, dataset: Any, abstract_state: Any) -> dict[str, Any]:
-    """The config keys (and derived facts) that shape the training state, JSON-ready."""
+def run_fingerprint(program: Any) -> dict[str, Any]:
+    """The config keys (and derived facts) that shape a Program's training state, JSON-ready.
+
+    model, model_kwargs, dataset, image size and shape, classes, optimiser, parameter dtypes,
+    the task's keys (defaults with config.task on top) and the layout of every state array
+    (which catches what no key names, e.g. a model whose code changed).
+    """
+    config, dataset, abstract_state = program.config, program.task.dataset, program.abstract_state
     params = getattr(abstract_state, "params", abstract_state)
-    layout = state_layout(abstract_state)  # catches what no key names (e.g. a changed model)
-    fingerprint = {
+    task_keys = dict(getattr(program.task, "task_defaults", {}) or {})
+    task_keys.update((config.get("task") or {}).items())
+    return _canonical({
         "model": config.model,
         "model_kwargs": config.get("model_kwargs", {}),
         "dataset": config.dataset,
@@ -236,11 +243,9 @@ def run_fingerprint(config: Any, dataset: Any, abstract_state: Any) -> dict[str,
         "num_classes": int(dataset.num_classes),
         "optimizer": config.optimizer,
         "param_dtypes": sorted({np.dtype(leaf.dtype).name for leaf in jax.tree.leaves(params)}),
-        "state_layout": layout,
-    }
-    if "task" in config:
-        fingerprint["task"] = config.task
-    return _canonical(fingerprint)
+        "task": task_keys,
+        "state_layout": state_layout(abstract_state),
+    })
 
 
 def differing_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
