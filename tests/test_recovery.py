@@ -47,7 +47,8 @@ def _train(tiny, workdir, steps=REFERENCE_STEPS, extra="", fault=None, check=Tru
     path, env = tiny
     overrides = (f"dataset='npz:{path}',batch_size=8,eval_batch_size=16,train_steps={steps},"
                  f"checkpoint_every_steps={CHECKPOINT_EVERY},log_every_steps=1,progress=False,"
-                 f"tensorboard=False,eval_every_steps=None,warmup_epochs=0.0{extra}")
+                 "tensorboard=False,eval_every_steps=None,warmup_epochs=0.0,schedule='constant'"
+                 f"{extra}")
     env = {**env, **({"JAXCNN_FAULT": fault} if fault else {})}
     return run_module("experiments.train", f"--config={LENET_CONFIG}:{overrides}",
                       f"--workdir={workdir}", env=env, check=check)
