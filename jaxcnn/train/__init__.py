@@ -14,6 +14,7 @@ from jaxcnn.train.loop import (
     evaluate,
     evaluate_checkpoint,
     restore_checkpoint,
+    run_evaluator,
     train_and_evaluate,
 )
 from jaxcnn.train.optim import make_optimizer, make_schedule
@@ -43,6 +44,6 @@ __all__ = [
     "classification_task", "collect_outputs", "default_config", "evaluate",
     "evaluate_checkpoint", "init_state", "initialize_distributed", "load_run_config",
     "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
-    "restore_checkpoint", "run_fingerprint", "task_settings", "to_global", "to_steps",
-    "train_and_evaluate", "writer_lock",
+    "restore_checkpoint", "run_evaluator", "run_fingerprint", "task_settings", "to_global",
+    "to_steps", "train_and_evaluate", "writer_lock",
 ]

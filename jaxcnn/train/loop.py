@@ -20,7 +20,7 @@ from jaxcnn.train.config import check_keys
 from jaxcnn.train.metrics import MetricWriter, Progress
 from jaxcnn.train.program import Program, build_program
 from jaxcnn.train.state import TrainState
-from jaxcnn.train.task import Task, classification_task, concatenate_outputs
+from jaxcnn.train.task import Evaluator, Task, classification_task, concatenate_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TrainResult:
     steps_run: int  # steps this call executed (0 when it resumed an already finished run)
 
 
-def _eval_outputs(program: Program, state: TrainState):
+def _eval_outputs(program: Program, state: TrainState, with_sums: bool = True):
     """(summed metrics, gathered per-example outputs) for each eval batch, on the host.
 
     The outputs of every device and process arrive replicated (the eval step gathers them);
@@ -40,11 +40,20 @@ def _eval_outputs(program: Program, state: TrainState):
         program.eval_batch, process_index=jax.process_index(),
         process_count=jax.process_count())
     for batch in batches:
-        sums, outputs = jax.device_get(program.eval_step(state, program.to_global(batch)))
+        sums, outputs = program.eval_step(state, program.to_global(batch))
+        sums, outputs = jax.device_get((sums if with_sums else {}, outputs))
         if outputs:
             keep = outputs.pop(data_base.MASK) > 0
             outputs = {key: np.asarray(value)[keep] for key, value in outputs.items()}
         yield sums, outputs
+
+
+def run_evaluator(program: Program, state: TrainState, evaluator: Evaluator) -> Evaluator:
+    """Feed every eval batch's gathered outputs to `evaluator` and return it (for evaluators
+    whose results are more than the floats of `result()`, e.g. top-k patches or curves)."""
+    for _, outputs in _eval_outputs(program, state, with_sums=False):
+        evaluator.update(outputs)
+    return evaluator
 
 
 def evaluate(program: Program, state: TrainState) -> dict[str, float]:
