@@ -7,6 +7,7 @@ from jaxcnn.train.config import (
     load_run_config,
     override,
     to_steps,
+    validate_config,
 )
 from jaxcnn.train.loop import (
     TrainResult,
@@ -45,5 +46,5 @@ __all__ = [
     "evaluate_checkpoint", "init_state", "initialize_distributed", "load_run_config",
     "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
     "restore_checkpoint", "run_evaluator", "run_fingerprint", "task_settings", "to_global",
-    "to_steps", "train_and_evaluate", "writer_lock",
+    "to_steps", "train_and_evaluate", "validate_config", "writer_lock",
 ]

@@ -56,6 +56,14 @@ def verify_checksums(tree: Any, recorded: dict[str, str]) -> None:
             f"checksum mismatch in {len(bad)} array(s): {', '.join(bad[:5])}{more}")
 
 
+def saved_steps(directory: str) -> list[int]:
+    """The steps with a finished checkpoint under `directory`; creates nothing (no Orbax)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory)
+                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+
+
 class Checkpointer:
     """Saves and restores a state pytree with a checksum; a bad checkpoint is moved aside.
 
