@@ -101,10 +101,12 @@ class WorkdirLock:
         self.path = os.path.join(os.path.abspath(workdir), LOCK_NAME)
         self.holder = _this_process()
         self.held = False
+        self.created_workdir = False  # removed again on release if the run wrote nothing
 
     def acquire(self) -> WorkdirLock:
         """Take the lock, or raise WorkdirLockedError naming the process that holds it."""
         directory = os.path.dirname(self.path)
+        self.created_workdir = not os.path.isdir(directory)
         os.makedirs(directory, exist_ok=True)
         tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
@@ -154,6 +156,9 @@ class WorkdirLock:
             return
         if (current.get("host"), current.get("pid")) == (self.holder["host"], self.holder["pid"]):
             os.remove(self.path)
+        if self.created_workdir:  # a run that failed before writing anything leaves no trace
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.path))  # only if empty
 
     def __enter__(self) -> WorkdirLock:
         return self.acquire()
