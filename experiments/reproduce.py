@@ -4,32 +4,48 @@
     python -m experiments.reproduce --table=filter_sizes --workdir=results --budget=small
     python -m experiments.reproduce --table=residual_vs_plain --workdir=out --budget=full \\
         --data_dir=$TFDS_DATA_DIR
+    python -m experiments.reproduce --table=filter_sizes --workdir=results/medium \\
+        --budget=medium --data=folder:/tmp/cifar10
+    python -m experiments.reproduce --table=filter_sizes --budget=medium \\
+        --data=folder:/tmp/cifar10 --workdir=/tmp/est --estimate_steps=3
 
 Tables: lenet5, inception_cost, filter_sizes, alexnet_ablation, residual_vs_plain,
 architectures, or all. Trained tables keep their runs (checkpoints, metrics.jsonl) under
 --runs_dir (default WORKDIR/runs/NAME/BUDGET) and resume them when started again.
+--estimate_steps=N times N training steps of each run's model instead of training, and prints
+the table's wall time extrapolated to the quiet 2-core machine (nothing is written).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 
 from absl import app, flags
 
 from experiments import tables
+from experiments.tables import harness
 
 _TABLE = flags.DEFINE_enum("table", None, [*tables.TABLES, "all"], "Which table to build.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where NAME.md, NAME.csv and NAME.png go.")
 _BUDGET = flags.DEFINE_enum("budget", "small", list(tables.BUDGETS),
                             "tiny: seconds (a smoke test); small: minutes on 2 CPU cores on "
-                            "the embedded digits; full: the real experiment (GPU/TPU, TFDS).")
+                            "the embedded digits; medium: about an hour per table on 2 CPU "
+                            "cores on CIFAR-10 (--data); full: the real experiment "
+                            "(GPU/TPU, TFDS).")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", None,
                                 "Training runs of trained tables (default WORKDIR/runs).")
 _OVERRIDES = flags.DEFINE_string("overrides", None,
                                  "Training config overrides for every run, 'key=value,...'.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for the full budget.")
+_DATA = flags.DEFINE_string("data", None, "The trained tables' dataset instead of the "
+                            "budget's: a TFDS name (cifar10), folder:PATH (PATH/train and "
+                            "PATH/test class folders) or npz:PATH.")
+_ESTIMATE_STEPS = flags.DEFINE_integer("estimate_steps", 0, "If > 0: time this many training "
+                                       "steps of each run's model, print the extrapolated "
+                                       "wall time, train nothing.")
 _FRESH = flags.DEFINE_bool("fresh", False, "Delete this table's earlier runs first "
                            "(otherwise finished runs are reused and unfinished ones resume).")
 flags.mark_flags_as_required(["table", "workdir"])
@@ -37,14 +53,30 @@ flags.mark_flags_as_required(["table", "workdir"])
 
 def run(name: str, workdir: str, budget: str = "small", runs_dir: str | None = None,
         overrides: str | None = None, data_dir: str | None = None,
-        fresh: bool = False) -> list[str]:
+        fresh: bool = False, data: str | None = None) -> list[str]:
     """Build table `name` and write its files into `workdir`; return the paths written."""
     table_runs = os.path.join(runs_dir or os.path.join(workdir, "runs"), name, budget)
     if fresh and os.path.isdir(table_runs):
         shutil.rmtree(table_runs)
     table = tables.build_table(name, budget, table_runs, overrides=overrides,
-                               data_dir=data_dir)
+                               data_dir=data_dir, data=data)
     return tables.write_table(table, workdir)
+
+
+def estimate(name: str, budget: str, steps: int, overrides: str | None = None,
+             data_dir: str | None = None, data: str | None = None) -> list[str]:
+    """Time `steps` training steps of each of table `name`'s runs; lines with the rates and
+    the table's wall time on the quiet machine (scaled by resnet20_cifar's rate now)."""
+    if name not in tables.TRAINED_TABLES:
+        return [f"[{name}] trains nothing: no estimate"]
+    config = harness.training_config(tables.TRAINING_BUDGETS[name][budget], overrides)
+    config.model = "resnet20_cifar"
+    reference = harness.train_rate(config, (32, 32, 3), 10, steps)
+    timer = harness.StepTimer(steps)
+    with tempfile.TemporaryDirectory() as runs_dir:
+        tables.build_table(name, budget, runs_dir, overrides=overrides, data_dir=data_dir,
+                           data=data, trainer=timer)
+    return harness.estimate_lines(name, timer, reference)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -52,8 +84,13 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     names = tables.TABLES if _TABLE.value == "all" else (_TABLE.value,)
     for name in names:
+        if _ESTIMATE_STEPS.value > 0:
+            lines = estimate(name, _BUDGET.value, _ESTIMATE_STEPS.value, _OVERRIDES.value,
+                             _DATA_DIR.value, _DATA.value)
+            print("\n".join(lines), flush=True)
+            continue
         paths = run(name, _WORKDIR.value, _BUDGET.value, _RUNS_DIR.value, _OVERRIDES.value,
-                    _DATA_DIR.value, _FRESH.value)
+                    _DATA_DIR.value, _FRESH.value, _DATA.value)
         print("\n".join(paths), flush=True)
 
 

@@ -145,7 +145,7 @@ def test_markdown_and_csv_rendering():
 def test_bad_names_raise_listing_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="valid tables: lenet5, inception_cost"):
         tables.build_table("lenet7")
-    with pytest.raises(ValueError, match="valid budgets: tiny, small, full"):
+    with pytest.raises(ValueError, match="valid budgets: tiny, small, medium, full"):
         tables.build_table("filter_sizes", "huge", str(tmp_path))
     with pytest.raises(ValueError, match="valid: full, 7, 6,7"):
         alexnet_ablation.alexnet_param_rows(variants=("5,6",))
@@ -187,7 +187,7 @@ def test_resumed_runs_are_reported_with_the_steps_trained(tmp_path):
 
     table = filter_sizes.filter_sizes_table("tiny", str(tmp_path), variants=("5x5", "7x7"),
                                             trainer=resumed)
-    assert table.notes[-1].endswith("s for 2 of the 4 training steps (the rest were resumed "
+    assert table.notes[-2].endswith("s for 2 of the 4 training steps (the rest were resumed "
                                     "from finished or interrupted runs in runs_dir)")
     assert [row["top1"] for row in table.rows] == [50.0, 50.0]
 
@@ -258,5 +258,9 @@ def test_every_budget_is_a_valid_training_config(name):
         assert config.seed == 3 and config.data_dir == "/data/tfds"
         if budget == "full":
             assert config.dataset in KNOWN_DATASETS and config.tensorboard
+        elif budget == "medium":
+            assert config.dataset == "cifar10" and config.augment == "crop_flip"
+            assert config.optimizer == "momentum" and config.schedule == "cosine"
+            assert config.train_steps and config.checkpoint_every_steps <= 500
         else:
             assert config.dataset == "embedded_mnist" and config.train_steps

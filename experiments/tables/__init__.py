@@ -18,7 +18,7 @@ from experiments.tables import (
     lenet5,
     residual_vs_plain,
 )
-from experiments.tables.harness import BUDGETS, Budget, check_budget
+from experiments.tables.harness import BUDGETS, Budget, Trainer, check_budget
 from experiments.tables.render import Table, write_table
 
 TABLES: dict[str, Callable[..., Table]] = {
@@ -42,11 +42,21 @@ __all__ = ["BUDGETS", "TABLES", "TRAINED_TABLES", "TRAINING_BUDGETS", "build_tab
 
 
 def build_table(name: str, budget: str = "small", runs_dir: str | None = None, *,
-                overrides: str | None = None, data_dir: str | None = None) -> Table:
-    """Build table `name` at `budget`; trained tables keep their runs under `runs_dir`."""
+                overrides: str | None = None, data_dir: str | None = None,
+                data: str | None = None, trainer: Trainer | None = None) -> Table:
+    """Build table `name` at `budget`; trained tables keep their runs under `runs_dir`.
+
+    `data` replaces the budget's dataset (a TFDS name, 'folder:PATH' or 'npz:PATH');
+    `trainer` replaces the trained tables' trainer (e.g. harness.StepTimer to time them).
+    """
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
     check_budget(budget)
-    if name in TRAINING_BUDGETS and runs_dir is None:
+    if name not in TRAINING_BUDGETS:
+        return TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir)
+    if runs_dir is None:
         raise ValueError(f"table {name!r} trains: pass runs_dir, a directory for its runs")
-    return TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir)
+    if data:
+        overrides = ",".join(o for o in (f"dataset={data!r}", overrides) if o)
+    extra = {"trainer": trainer} if trainer is not None else {}
+    return TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir, **extra)

@@ -23,15 +23,24 @@ import ml_collections
 import numpy as np
 
 from experiments.tables.render import machine_description
-from jaxcnn import data, train
+from jaxcnn import counting, data, train
 
-BUDGETS = ("tiny", "small", "full")
+BUDGETS = ("tiny", "small", "medium", "full")
+# Budgets only tests use: the medium budget's structure (seeds, schedule, data) at test size.
+TEST_BUDGETS = ("medium_tiny",)
 
 
 def check_budget(budget: str) -> None:
     """ValueError naming the valid budgets unless `budget` is one of them."""
-    if budget not in BUDGETS:
+    if budget not in BUDGETS + TEST_BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
+
+
+def duration(seconds: float) -> str:
+    """h:mm:ss (or m:ss) of a number of seconds."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def check_variants(variants: Sequence[str] | None, valid: Sequence[str], what: str) -> list[str]:
@@ -55,7 +64,8 @@ class Budget:
 
     `config` is 'key=value,...' applied to `train.default_config()`; `side`, `train_examples`
     and `test_examples` resize and subset the embedded digits (ignored for other datasets);
-    `settings` are the table's own knobs (widths, depths, input sizes).
+    `settings` are the table's own knobs (widths, depths, input sizes, `seeds`: the seeds
+    each variant trains with, default the config's one).
     """
 
     config: str
@@ -68,6 +78,19 @@ class Budget:
 # Config overrides the tables' small budgets share: no TensorBoard, no intermediate checkpoints.
 QUIET = "tensorboard=False,checkpoint_every_steps=1000000,keep_checkpoints=1"
 TINY = f"{QUIET},train_steps=2,batch_size=8,eval_batch_size=16,log_every_steps=1"
+# The medium budget: CIFAR-10 (the TFDS name; `--data=folder:PATH` for train/ and test/ class
+# folders) with pad-4 crops and flips, momentum SGD with a short warm-up and cosine decay to
+# zero (so the last 10 % of the steps barely move the loss), checkpoints every 500 steps so
+# an interrupted table resumes. Each table adds train_steps, learning_rate, weight_decay.
+MEDIUM = ("dataset='cifar10',augment='crop_flip',batch_size=128,eval_batch_size=500,"
+          "optimizer='momentum',momentum=0.9,schedule='cosine',log_every_steps=50,"
+          "tensorboard=False,checkpoint_every_steps=500,keep_checkpoints=1")
+# The tiny variant of MEDIUM (tests): same data path, optimiser and schedule, a few steps.
+MEDIUM_TINY = ("augment='crop_flip',batch_size=8,eval_batch_size=16,optimizer='momentum',"
+               "schedule='cosine',log_every_steps=1,train_steps=4,tensorboard=False,"
+               "checkpoint_every_steps=1000000,keep_checkpoints=1")
+# Convergence: the training loss may change by less than this over the last 10 % of steps.
+CONVERGED_FRACTION, CONVERGED_CHANGE = 0.1, 0.05
 
 
 def training_config(spec: Budget, overrides: str | None = None,
@@ -116,7 +139,8 @@ def _steps(config: ml_collections.ConfigDict, dataset: Any) -> int:
     return train.to_steps(config, "train", dataset.steps_per_epoch(config.batch_size))
 
 
-def describe_run(config: ml_collections.ConfigDict, dataset: Any) -> tuple[str, str]:
+def describe_run(config: ml_collections.ConfigDict, dataset: Any,
+                 seeds: Sequence[int] | None = None) -> tuple[str, str]:
     """('dataset: ...', 'training: ...') notes: the data, the steps, the optimiser."""
     h, w, c = dataset.image_shape
     if config.dataset == "embedded_mnist":
@@ -129,9 +153,16 @@ def describe_run(config: ml_collections.ConfigDict, dataset: Any) -> tuple[str, 
     steps = train.to_steps(config, "train", per_epoch)
     how = (f"training: {steps:,} steps of batch {config.batch_size} ({steps / per_epoch:.1f} "
            f"epochs), {config.optimizer} lr {config.learning_rate:g} {config.schedule}, "
-           f"seed {config.seed}, identical for every variant; accuracy on all "
+           f"{_seeds_text(seeds or (config.seed,))}, identical for every variant; "
+           f"{config.augment or 'no'} augmentation; accuracy on all "
            f"{dataset.num_eval:,} test images")
     return what, how
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))}: init, data order, augmentation)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +190,7 @@ class RunResult:
     metrics: dict[str, float]
     curve: list[tuple[int, float]]
     steps_run: int | None = None  # steps this call trained (fewer when it resumed a run)
+    loss_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
 
 
 # (config, dataset, workdir, flax module or None for config.model) -> RunResult
@@ -170,7 +202,62 @@ def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
     """Train config.model (or `model`, a flax module) on `dataset` with train_and_evaluate."""
     task = train.classification_task(config, dataset, model=model)
     result = train.train_and_evaluate(config, workdir, task)
-    return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run)
+    return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run,
+                     train_curve(workdir, "loss"))
+
+
+def late_loss_change(loss_curve: Sequence[tuple[int, float]], total_steps: int,
+                     fraction: float = CONVERGED_FRACTION) -> float | None:
+    """Relative drop of the training loss over the last `fraction` of `total_steps`.
+
+    (L(a) - L(T)) / L(a) with a = floor((1 - fraction) T) (< T); L(t) is the mean of the logged loss
+    values (each already a mean over its logging window) at steps in (t - w, t], with
+    w = max(fraction T / 2, 1). None when either window has no logged value.
+    """
+    total = int(total_steps)
+    start = min(int((1.0 - fraction) * total), total - 1)
+    width = max(fraction * total / 2.0, 1.0)
+
+    def mean_at(end: float) -> float | None:
+        values = [loss for step, loss in loss_curve if end - width < step <= end]
+        return float(np.mean(values)) if values else None
+
+    before, after = mean_at(start), mean_at(total)
+    if before is None or after is None or before == 0.0:
+        return None
+    return (before - after) / before
+
+
+def forward_macs(module: Any, image_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass of `module` on one (H, W, C) image."""
+    return counting.total_macs(counting.summary(module, tuple(image_shape)))
+
+
+def spread(values: Sequence[float | None]) -> float | None:
+    """max - min of `values` (0 for one value; None if any is None)."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(max(values) - min(values))
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    """Mean of `values` (None if any is None)."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values))
+
+
+def largest_change(changes: Sequence[float | None]) -> float | None:
+    """The late loss change (in %, negative = the loss fell) farthest from zero over seeds."""
+    if not changes or any(c is None for c in changes):
+        return None
+    return -100.0 * max(changes, key=abs)
+
+
+def verdict(reproduced: bool | None) -> str:
+    """'reproduced', 'not reproduced', or 'undecided' when a number is missing."""
+    return "undecided" if reproduced is None else (
+        "reproduced" if reproduced else "not reproduced")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,22 +279,96 @@ class Runs:
     trainer: Trainer
     started: float  # time.perf_counter() once the data was ready
     results: list[RunResult] = dataclasses.field(default_factory=list)
+    table: str = "table"
+    # Progress: run name -> relative cost (steps x forward MACs), set by `plan`.
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)
+    finished: set[str] = dataclasses.field(default_factory=set)
+    timed_work: float = 0.0
+    timed_seconds: float = 0.0
+    late_changes: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
-    def train(self, name: str, model: str, module: Any = None, **model_kwargs: Any) -> RunResult:
-        """Train registry `model` built with `model_kwargs` (or the flax `module`) as `name`."""
+    @property
+    def steps(self) -> int:
+        """Training steps of every run."""
+        return _steps(self.config, self.dataset)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds every variant trains with (the budget's `seeds`, else config.seed)."""
+        return tuple(self.spec.settings.get("seeds", (self.config.seed,)))
+
+    def run_name(self, variant: str, seed: int) -> str:
+        """The run directory of `variant` at `seed` (just the variant when there is one seed)."""
+        return variant if len(self.seeds) == 1 else f"{variant}_seed{seed}"
+
+    def plan(self, macs: Mapping[str, float]) -> None:
+        """Announce every run (name -> forward MACs per image) for the table's progress/ETA."""
+        self.costs = {name: float(m) * self.steps for name, m in macs.items()}
+        self.finished = {name for name in self.costs if os.path.exists(
+            os.path.join(self.runs_dir, name, "final_metrics.json"))}
+
+    def progress_line(self, name: str) -> str:
+        """'[table] run k/N name: x % of the table's work done, elapsed, ETA' (stdout)."""
+        names = list(self.costs) or [name]
+        index = names.index(name) + 1 if name in names else len(self.results) + 1
+        total = sum(self.costs.values()) or 1.0
+        left = sum(c for n, c in self.costs.items() if n not in self.finished)
+        eta = (duration(left * self.timed_seconds / self.timed_work) if self.timed_work
+               else "? (after the first run)")
+        return (f"[{self.table}] run {index}/{len(names)} {name}: "
+                f"{100.0 * (1.0 - left / total):.0f} % of the table's work done, elapsed "
+                f"{duration(time.perf_counter() - self.started)}, table ETA {eta}")
+
+    def train(self, name: str, model: str, module: Any = None, seed: int | None = None,
+              **model_kwargs: Any) -> RunResult:
+        """Train registry `model` built with `model_kwargs` (or the flax `module`) as `name`
+        (with `seed`, default the config's); prints the table's progress and the run's
+        late loss change."""
         run = self.config.copy_and_resolve_references()
         run.model = model
         run.model_kwargs = ml_collections.ConfigDict(model_kwargs)
+        if seed is not None:
+            run.seed = seed
+        if run.progress:
+            print(self.progress_line(name), flush=True)
+        started = time.perf_counter()
         result = self.trainer(run, self.dataset, os.path.join(self.runs_dir, name), module)
+        seconds = time.perf_counter() - started
+        if result.steps_run and name in self.costs:
+            self.timed_work += self.costs[name] * result.steps_run / self.steps
+            self.timed_seconds += seconds
+        self.finished.add(name)
+        change = late_loss_change(result.loss_curve, self.steps)
+        self.late_changes[name] = change
+        if run.progress:
+            print(f"[{self.table}] {name} done ({result.steps_run} steps in {seconds:.0f} s): "
+                  f"{converged_text(change)}", flush=True)
         self.results.append(result)
         return result
+
+    def convergence_note(self) -> str:
+        """The late-loss-change rule and how many runs met it."""
+        changes = self.late_changes
+        met = [n for n, c in changes.items() if c is not None and abs(c) < CONVERGED_CHANGE]
+        missed = [f"{n} ({100 * c:+.1f} %)" for n, c in changes.items()
+                  if c is not None and abs(c) >= CONVERGED_CHANGE]
+        unknown = [n for n, c in changes.items() if c is None]
+        pct = round(100 * CONVERGED_FRACTION)
+        note = (f"convergence (loss Δ column): the training loss changes by less than "
+                f"{100 * CONVERGED_CHANGE:.0f} % over the last {pct} % of the steps in "
+                f"{len(met)} of {len(changes)} runs")
+        if missed:
+            note += f"; not in {', '.join(missed)}"
+        if unknown:
+            note += f"; too few logged steps to tell for {', '.join(unknown)}"
+        return note
 
     def notes(self) -> tuple[str, str, str]:
         """('dataset: ...', 'training: ...', 'machine: ...; wall time ...') of these runs.
 
         The last says when runs were resumed rather than trained.
         """
-        what, how = describe_run(self.config, self.dataset)
+        what, how = describe_run(self.config, self.dataset, self.seeds)
         note = (f"machine: {machine_description()}; wall time "
                 f"{time.perf_counter() - self.started:.0f} s")
         steps = _steps(self.config, self.dataset)
@@ -218,15 +379,26 @@ class Runs:
         return what, how, note
 
 
+def converged_text(change: float | None) -> str:
+    """How the training loss moved over the last 10 % of the steps, and the verdict."""
+    pct = round(100 * CONVERGED_FRACTION)
+    if change is None:
+        return f"loss change over the last {pct} % of steps: too few logged steps to tell"
+    ok = abs(change) < CONVERGED_CHANGE
+    return (f"loss change over the last {pct} % of steps {-100 * change:+.1f} % "
+            f"({'converged' if ok else 'NOT converged'}: the rule is < "
+            f"{100 * CONVERGED_CHANGE:.0f} %)")
+
+
 def start_runs(budgets: Mapping[str, Budget], budget: str, runs_dir: str, *,
                overrides: str | None = None, data_dir: str | None = None,
-               trainer: Trainer = train_variant) -> Runs:
+               trainer: Trainer = train_variant, table: str = "table") -> Runs:
     """The Runs of a table at `budget` (one of `budgets`): its config and data, no run yet."""
     check_budget(budget)
     spec = budgets[budget]
     config = training_config(spec, overrides, data_dir)
     dataset = budget_dataset(config, spec)
-    return Runs(spec, config, dataset, runs_dir, trainer, time.perf_counter())
+    return Runs(spec, config, dataset, runs_dir, trainer, time.perf_counter(), table=table)
 
 
 def percent(fraction: float | None) -> float | None:
@@ -298,3 +470,76 @@ def measure_throughput(model: str, input_shape: Sequence[int], num_classes: int,
     except Exception as error:  # noqa: BLE001  (report it in the table, keep the other rate)
         return Throughput(None, infer_rate, f"{type(error).__name__}: {str(error)[:160]}")
     return Throughput(train_rate, infer_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimating a table's wall time without training it
+
+# Training images/s of resnet20_cifar (batch 128, 32x32) on the quiet 2-core CPU machine: the
+# reference that scales rates measured on a busy machine to a quiet one.
+QUIET_RESNET20_IPS = 270.0
+
+
+@dataclasses.dataclass
+class StepTimer:
+    """A Trainer that times `steps` training steps of each run's model instead of training it.
+
+    `rates` maps run name -> (training images/s, the run's steps, its batch): the rate of
+    the jit-compiled loop step on a random batch (no input pipeline); identical models
+    (other seeds) are timed once.
+    """
+
+    steps: int = 3
+    rates: dict[str, tuple[float, int, int]] = dataclasses.field(default_factory=dict)
+    _cache: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, config: ml_collections.ConfigDict, dataset: Any, workdir: str,
+                 model: Any = None) -> RunResult:
+        key = repr((config.model, config.model_kwargs.to_dict(), model))
+        if key not in self._cache:
+            self._cache[key] = train_rate(config, dataset.image_shape, dataset.num_classes,
+                                          self.steps, model)
+        self.rates[os.path.basename(workdir)] = (self._cache[key], _steps(config, dataset),
+                                                 config.batch_size)
+        return RunResult({}, [], 0)
+
+
+def train_rate(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int,
+               steps: int, model: Any = None) -> float:
+    """Training images/s of the loop's train step for config.model (or `model`) at
+    config.batch_size on random images: `steps` timed calls after one compiling call."""
+    batch = config.batch_size
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, *image_shape), dtype=np.float32)
+    y = (np.arange(batch) % num_classes).astype(np.int32)
+    dataset = data.ArrayDataset("random", x, y, x[:1], y[:1], num_classes)
+    task = train.classification_task(config, dataset, model=model)
+    state, jit_train, _ = _loop_program(config, task, steps + 1)
+    arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
+    state, metrics = jit_train(state, arrays)
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = jit_train(state, arrays)
+    jax.block_until_ready(metrics)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def estimate_lines(table: str, timer: StepTimer, calibration_ips: float | None) -> list[str]:
+    """Per-run measured rate and the table's extrapolated wall time on a quiet machine.
+
+    `calibration_ips`: resnet20_cifar's training images/s measured now; the quiet-machine
+    time scales the measured one by calibration_ips / QUIET_RESNET20_IPS (None: unscaled).
+    """
+    scale = 1.0 if not calibration_ips else calibration_ips / QUIET_RESNET20_IPS
+    lines, total = [], 0.0
+    for name, (rate, steps, batch) in timer.rates.items():
+        seconds = steps * batch / rate * scale
+        total += seconds
+        lines.append(f"{name}: {rate:,.0f} img/s measured, {rate / scale:,.0f} img/s quiet "
+                     f"-> {duration(seconds)} for {steps:,} steps of {batch}")
+    how = (f"resnet20_cifar measured {calibration_ips:,.0f} img/s here vs "
+           f"{QUIET_RESNET20_IPS:.0f} on the quiet machine" if calibration_ips else "unscaled")
+    lines.append(f"[{table}] estimated training time on a quiet machine: "
+                 f"{duration(total)} ({how}; + data loading and evaluation)")
+    return lines

@@ -1,4 +1,5 @@
-"""AlexNet as torchvision defines it (the one-GPU variant of Krizhevsky et al. 2012)."""
+"""AlexNet as torchvision defines it (the one-GPU variant of Krizhevsky et al. 2012), and the
+same 5 conv + 3 FC net for 32x32 inputs (`cifar=True`) with a width multiplier."""
 
 from __future__ import annotations
 
@@ -22,19 +23,33 @@ CONVS: tuple[tuple[str, int, int, int, int, bool], ...] = (
     ("conv4", 256, 3, 1, 1, False),
     ("conv5", 256, 3, 1, 1, True),
 )
+# For 32x32 inputs: conv1 becomes 5x5/1 (an 11x11/4 conv would leave 7x7 after one layer), and
+# the max pools 3x3/2 with padding 1 (overlapping, as Krizhevsky's), so 32 -> 16 -> 8 -> 4;
+# fc6 reads pool5's 4x4 map directly (no adaptive avgpool). Other layers as torchvision's.
+CIFAR_CONVS: tuple[tuple[str, int, int, int, int, bool], ...] = (
+    ("conv1", 64, 5, 1, 2, True), *CONVS[1:])
+CIFAR_POOL_PAD = 1
 FCS: tuple[tuple[str, int], ...] = (("fc6", 4096), ("fc7", 4096))
 DROPPABLE = (1, 2, 3, 4, 5, 6, 7)
 
 
-def _trunk_steps(drop_layers: Sequence[int]) -> list[tuple[int, int, int, bool]]:
+def _trunk_steps(drop_layers: Sequence[int], cifar: bool = False
+                 ) -> list[tuple[int, int, int, bool]]:
     """Spatial (window, stride, pad, ceil) steps of the kept convs and all three max pools."""
     steps = []
-    for number, (_, _, kernel, stride, pad, pooled) in enumerate(CONVS, start=1):
+    pool_pad = CIFAR_POOL_PAD if cifar else 0
+    for number, (_, _, kernel, stride, pad, pooled) in enumerate(
+            CIFAR_CONVS if cifar else CONVS, start=1):
         if number not in drop_layers:
             steps.append((kernel, stride, pad, False))
         if pooled:
-            steps.append((3, 2, 0, False))
+            steps.append((3, 2, pool_pad, False))
     return steps
+
+
+def scaled_width(features: int, width: float) -> int:
+    """A layer's channels (or units) under the width multiplier: round(features * width), >= 1."""
+    return max(1, round(features * width))
 
 
 class AlexNet(nn.Module):
@@ -47,6 +62,10 @@ class AlexNet(nn.Module):
     `conv_impl` names the convolution and max-pool kernels (jaxcnn.kernels). The trunk
     (include_top=False) is torchvision's `features`, ending at pool5 (stride 32, 256
     channels); avgpool and fc6..fc8 are the classifier.
+
+    `cifar=True` is the 32x32 variant (CIFAR_CONVS: conv1 5x5/1, pools 3x3/2 padding 1, no
+    avgpool; trunk stride 8). `width` multiplies every conv's channels and fc6/fc7's units
+    (scaled_width), e.g. 0.25 gives convs 16/48/96/64/64 and fcs 1024.
     """
 
     num_classes: int = 1000
@@ -55,15 +74,22 @@ class AlexNet(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = kernels.DEFAULT
     include_top: bool = True
+    cifar: bool = False
+    width: float = 1.0
+
+    def _convs(self) -> tuple[tuple[str, int, int, int, int, bool], ...]:
+        """The conv table of this variant, channels scaled by `width`."""
+        return tuple((name, scaled_width(features, self.width), *rest)
+                     for name, features, *rest in (CIFAR_CONVS if self.cifar else CONVS))
 
     def trunk_info(self) -> TrunkInfo:
         """(stride, channels) of pool5's output (the last kept conv's channels)."""
         dropped = self._validate()
-        kept = [conv for n, conv in enumerate(CONVS, start=1) if n not in dropped]
+        kept = [conv for n, conv in enumerate(self._convs(), start=1) if n not in dropped]
         if not kept:
             raise ValueError("trunk_info: with every conv dropped the trunk's channels are the "
                              f"input's; received drop_layers={tuple(self.drop_layers)}")
-        stride = math.prod(step[1] for step in _trunk_steps(dropped))
+        stride = math.prod(step[1] for step in _trunk_steps(dropped, self.cifar))
         return TrunkInfo(stride, kept[-1][1])
 
     def feature_names(self) -> tuple[str, ...]:
@@ -80,14 +106,19 @@ class AlexNet(nn.Module):
                 f"drop_layers: expected layer numbers from {DROPPABLE} (layer 8 is the "
                 f"classifier and cannot be dropped); received {tuple(self.drop_layers)}"
             )
+        if not self.width > 0:
+            raise ValueError(f"width: expected a positive multiplier; received {self.width!r}")
         return dropped
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         dropped = self._validate()
-        check_image(x, "alexnet", min_input_side(_trunk_steps(dropped)))
+        name = "alexnet_cifar" if self.cifar else "alexnet"
+        check_image(x, name, min_input_side(_trunk_steps(dropped, self.cifar)))
         layer = {"dtype": self.dtype, "param_dtype": jnp.float32}
-        for number, (name, features, kernel, stride, pad, pooled) in enumerate(CONVS, start=1):
+        pool_pad = (CIFAR_POOL_PAD,) * 2 if self.cifar else (0, 0)
+        for number, (name, features, kernel, stride, pad, pooled) in enumerate(self._convs(),
+                                                                               start=1):
             if number not in dropped:
                 x = nn.Conv(features, (kernel, kernel), (stride, stride),
                             padding=((pad, pad), (pad, pad)), name=name,
@@ -95,17 +126,19 @@ class AlexNet(nn.Module):
                 x = nn.relu(x)
                 self.sow("intermediates", f"relu{number}", x)
             if pooled:
-                x = MaxPool(3, 2, conv_impl=self.conv_impl, name=f"pool{number}")(x)
+                x = MaxPool(3, 2, (pool_pad, pool_pad), conv_impl=self.conv_impl,
+                            name=f"pool{number}")(x)
         if not self.include_top:
             return x
-        x = AdaptiveAvgPool((6, 6), name="avgpool")(x)
+        if not self.cifar:
+            x = AdaptiveAvgPool((6, 6), name="avgpool")(x)
         # torch flattens NCHW; we flatten NHWC (convert.py permutes fc6's rows to match).
         x = x.reshape(x.shape[0], -1)
         for number, (name, features) in enumerate(FCS, start=6):
             if number in dropped:
                 continue
             x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{number}")(x)
-            x = nn.relu(nn.Dense(features, name=name, **layer)(x))
+            x = nn.relu(nn.Dense(scaled_width(features, self.width), name=name, **layer)(x))
             self.sow("intermediates", f"relu{number}", x)
         return nn.Dense(self.num_classes, name="fc8", **layer)(x).astype(jnp.float32)
 
@@ -117,3 +150,12 @@ def alexnet(num_classes: int = 1000, **kwargs: Any) -> AlexNet:
     if "drop_layers" in kwargs:
         kwargs["drop_layers"] = tuple(kwargs["drop_layers"])
     return AlexNet(num_classes=num_classes, **kwargs)
+
+
+@register("alexnet_cifar", input_shape=(32, 32, 3), num_classes=10)
+def alexnet_cifar(num_classes: int = 10, **kwargs: Any) -> AlexNet:
+    """AlexNet's 5 conv + 3 FC for 32x32 inputs (AlexNet docstring, cifar=True); kwargs: width,
+    drop_layers, dropout_rate, conv_impl, dtype, include_top."""
+    if "drop_layers" in kwargs:
+        kwargs["drop_layers"] = tuple(kwargs["drop_layers"])
+    return AlexNet(num_classes=num_classes, cifar=True, **kwargs)

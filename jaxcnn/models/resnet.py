@@ -72,6 +72,10 @@ class ResidualBlock(nn.Module):
             else:
                 x = x[:, :: self.stride, :: self.stride, :]
                 extra = out_features - x.shape[-1]
+                if extra < 0:
+                    raise ValueError(
+                        f"shortcut='zeropad' needs stage widths that never shrink; a block "
+                        f"maps {x.shape[-1]} to {out_features} channels (use 'projection')")
                 x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
         return nn.relu(y + x.astype(y.dtype))
 
@@ -175,12 +179,13 @@ def _cifar_builder(depth: int):
     def build(num_classes: int = 10, **kwargs: Any) -> ResNet:
         n = (depth - 2) // 6
         kwargs.setdefault("shortcut", "zeropad")
-        return ResNet((n, n, n), False, (16, 32, 64), num_classes=num_classes, cifar_stem=True,
+        kwargs["widths"] = tuple(kwargs.get("widths", (16, 32, 64)))
+        return ResNet((n, n, n), False, num_classes=num_classes, cifar_stem=True,
                       arch=f"resnet{depth}_cifar", **kwargs)
 
     build.__doc__ = (f"He et al.'s CIFAR ResNet-{depth}: 3 stages of 16/32/64 channels, option A "
-                     "(zero-padding) shortcuts by default; kwargs: shortcut, plain, conv_impl, "
-                     "dtype, include_top.")
+                     "(zero-padding) shortcuts by default; kwargs: widths (3 stage widths), "
+                     "shortcut, plain, conv_impl, dtype, include_top.")
     return build
 
 
