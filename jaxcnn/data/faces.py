@@ -18,6 +18,46 @@ from jaxcnn.data.arrays import AUGMENTATIONS, augment_batch, to_float_images
 from jaxcnn.data.offline import IMAGE_SUFFIXES
 
 Batch = dict[str, np.ndarray]
+# "faces": flip + a random small rotation, scaling and shift + brightness/contrast jitter,
+# the geometric distortions Chopra, Hadsell & LeCun (2005) trained their AT&T Siamese net with.
+FACE_AUGMENTATIONS = (*AUGMENTATIONS, "faces")
+
+
+def random_affine(
+    images: np.ndarray, rng: np.random.Generator, max_degrees: float = 10.0,
+    scale: tuple[float, float] = (0.9, 1.1), max_shift: float = 0.05,
+) -> np.ndarray:
+    """Each NHWC image rotated, scaled and shifted (fraction of its side) at random about
+    its centre; bilinear sampling, edges extended."""
+    n, h, w, _ = images.shape
+    angle = np.deg2rad(rng.uniform(-max_degrees, max_degrees, n))[:, None, None]
+    zoom = rng.uniform(*scale, n)[:, None, None]
+    shift_y, shift_x = (rng.uniform(-max_shift, max_shift, (2, n)) * np.array([[h], [w]]))
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    dy = ys[None] - cy - shift_y[:, None, None]
+    dx = xs[None] - cx - shift_x[:, None, None]
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    x_in = np.clip(cos * dx + sin * dy + cx, 0, w - 1)  # the inverse map: output -> input
+    y_in = np.clip(-sin * dx + cos * dy + cy, 0, h - 1)
+    x0, y0 = np.minimum(x_in.astype(int), w - 2), np.minimum(y_in.astype(int), h - 2)
+    fx, fy = (x_in - x0)[..., None], (y_in - y0)[..., None]
+    b = np.arange(n)[:, None, None]
+    top = images[b, y0, x0] * (1 - fx) + images[b, y0, x0 + 1] * fx
+    bottom = images[b, y0 + 1, x0] * (1 - fx) + images[b, y0 + 1, x0 + 1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def augment_faces(images: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """The batch augmentation `kind` (FACE_AUGMENTATIONS) of NHWC images in [0, 1]."""
+    if kind != "faces":
+        return augment_batch(images, kind, rng)
+    out = random_affine(augment_batch(images, "flip", rng), rng)
+    n = len(out)
+    contrast = rng.uniform(0.8, 1.2, n)[:, None, None, None]
+    brightness = rng.uniform(-0.1, 0.1, n)[:, None, None, None]
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    return np.clip((out - mean) * contrast + mean + brightness, 0.0, 1.0).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +241,9 @@ class IdentityDataset:
             raise ValueError(
                 f"images_per_person must be >= 2 (a triplet needs a positive); received "
                 f"{self.images_per_person}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {self.augment!r}; expected {AUGMENTATIONS}")
+        if self.augment not in FACE_AUGMENTATIONS:
+            raise ValueError(
+                f"unknown augmentation {self.augment!r}; expected {FACE_AUGMENTATIONS}")
         shared = set(self.train.names) & set(self.eval.names)
         if shared:
             raise ValueError(f"train and eval people must be disjoint; both hold {sorted(shared)}")
@@ -269,7 +310,7 @@ class IdentityDataset:
             rows = self.sample_rows(global_batch, seed, step)
             rows = rows[process_index * local : (process_index + 1) * local]
             rng = np.random.default_rng([seed, step, process_index, 1])
-            yield {"image": augment_batch(self.train.images[rows], self.augment, rng),
+            yield {"image": augment_faces(self.train.images[rows], self.augment, rng),
                    "label": self.train.labels[rows].astype(np.int32)}
             step += 1
 
