@@ -87,7 +87,7 @@ def run_train(config: ConfigDict, workdir: str) -> None:
           f"people: {len(dataset.eval.names)} ({dataset.num_eval} images)", flush=True)
     _save_config(config, workdir)
     start = time.perf_counter()
-    result = train.train_and_evaluate(faces.loop_config(config), workdir,
+    result = train.train_and_evaluate(config, workdir,
                                       faces.triplet_task(config, dataset))
     seconds = time.perf_counter() - start
     print(f"trained {result.steps_run} steps in {seconds:.1f} s; held-out leave-one-out "
@@ -96,6 +96,9 @@ def run_train(config: ConfigDict, workdir: str) -> None:
 
 def load_embedder(workdir: str, config: ConfigDict):
     """A jit-compiled images -> embeddings function of the workdir's latest checkpoint."""
+    if config.normalize:
+        raise ValueError("faces runs feed [0, 1] images (config.normalize=False); this one "
+                         "normalised with its training set's statistics, which are not saved")
     checkpointer = train.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
     try:
         step = checkpointer.latest_step()

@@ -328,11 +328,9 @@ TASK_DEFAULTS = {
 
 def task_config(config) -> dict[str, Any]:
     """config.task's keys on top of TASK_DEFAULTS; unknown keys and bad values raise."""
-    given = dict(config.get("task", None) or {})
-    unknown = sorted(set(given) - set(TASK_DEFAULTS))
-    if unknown:
-        raise ValueError(f"config.task: unknown keys {unknown}; valid: {sorted(TASK_DEFAULTS)}")
-    task = {**TASK_DEFAULTS, **given}
+    from jaxcnn.train import task_settings
+
+    task = task_settings(config, TASK_DEFAULTS).to_dict()
     if task["mining"] not in losses.TRIPLET_MINING:
         raise ValueError(f"config.task.mining must be one of {losses.TRIPLET_MINING}; "
                          f"received {task['mining']!r}")
@@ -362,11 +360,12 @@ def nearest_neighbour_correct(
 def triplet_task(config, dataset) -> Any:
     """A jaxcnn.train.Task: FaceEncoder trained with the mined triplet loss on P x K batches.
 
-    The in-loop evaluation is leave-one-out nearest-neighbour accuracy within each eval
-    batch (the whole held-out set when eval_batch_size >= its size); the full protocol runs
-    host-side on all embeddings (`held_out_metrics`).
+    Evaluation on the held-out people: the loop gathers every embedding and label
+    (`embedding_outputs`) and `held_out_metrics` computes the verification protocol,
+    one-shot and open-set figures on all of them; plus leave-one-out nearest-neighbour
+    accuracy within each eval batch (the whole set when eval_batch_size >= its size).
     """
-    from jaxcnn.train import Task
+    from jaxcnn.train import GatherAll, Task
 
     options = task_config(config)
     margin, mining = float(options["margin"]), options["mining"]
@@ -382,7 +381,8 @@ def triplet_task(config, dataset) -> Any:
         return {"nn_accuracy": jnp.sum(correct * mask), "count": jnp.sum(mask)}
 
     return Task(model=encoder_from_config(config), dataset=dataset, loss_fn=loss_fn,
-                eval_fn=eval_fn)
+                eval_fn=eval_fn, output_fn=embedding_outputs,
+                make_evaluator=lambda: GatherAll(held_out_metrics), task_defaults=TASK_DEFAULTS)
 
 
 def embedding_outputs(embeddings: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -405,14 +405,3 @@ def held_out_metrics(outputs: dict[str, np.ndarray], seed: int = 0) -> dict[str,
             "rejection_mean"]
     return metrics
 
-
-def loop_config(config):
-    """The config as jaxcnn.train accepts it: without `task` while the loop lacks that key."""
-    from jaxcnn.train import default_config
-
-    if "task" in default_config() or "task" not in config:
-        return config
-    copy = config.copy_and_resolve_references()
-    with copy.unlocked():
-        del copy["task"]
-    return copy

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from jaxcnn.data import base
 from jaxcnn.data.arrays import AUGMENTATIONS, augment_batch, to_float_images
 from jaxcnn.data.offline import IMAGE_SUFFIXES
 
@@ -275,6 +276,10 @@ class IdentityDataset:
     def std(self) -> np.ndarray:
         return self.train.images.std(axis=(0, 1, 2)) + 1e-6
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("image", "label")
+
     def people_per_batch(self, global_batch: int) -> int:
         """P = global_batch / K, checked against the number of train people."""
         k = self.images_per_person
@@ -303,7 +308,7 @@ class IdentityDataset:
         process_index: int = 0, process_count: int = 1,
     ) -> Iterator[Batch]:
         """Endless P x K batches from `start_step` on; each host yields its slice of rows."""
-        local = _local_batch(global_batch, process_count)
+        local = base.local_batch_size(global_batch, process_count)
         self.people_per_batch(global_batch)
         step = start_step
         while True:
@@ -317,24 +322,15 @@ class IdentityDataset:
     def eval_batches(
         self, global_batch: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[Batch]:
-        """Every evaluation image once; the last batch is padded and `mask` marks real rows."""
-        local = _local_batch(global_batch, process_count)
-        for start in range(0, self.num_eval, global_batch):
-            lo = start + process_index * local
-            rows = np.arange(lo, min(lo + local, self.num_eval))
-            n = len(rows)
-            image = np.zeros((local, *self.image_shape), np.float32)
-            label = np.zeros((local,), np.int32)
-            image[:n], label[:n] = self.eval.images[rows], self.eval.labels[rows]
-            yield {"image": image, "label": label,
-                   "mask": (np.arange(local) < n).astype(np.float32)}
-
-
-def _local_batch(global_batch: int, process_count: int) -> int:
-    if global_batch < 1 or global_batch % process_count:
-        raise ValueError(f"global batch size {global_batch} must be a positive multiple of "
-                         f"the {process_count} processes")
-    return global_batch // process_count
+        """Every evaluation image once, in order; padded, `mask` marks real rows, `index` rows."""
+        for rows, mask in base.eval_rows(global_batch, self.num_eval,
+                                         process_index=process_index,
+                                         process_count=process_count):
+            local = len(mask)
+            yield {"image": base.pad_rows(self.eval.images[rows], local),
+                   "label": base.pad_rows(self.eval.labels[rows], local),
+                   "index": base.pad_rows(rows.astype(np.int32), local),
+                   "mask": mask}
 
 
 def identity_dataset(
