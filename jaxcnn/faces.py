@@ -46,16 +46,24 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 
 
 class FaceEncoder(nn.Module):
-    """f(x): NHWC images in [0, 1] -> (B, embedding_dim) unit-norm float32 embeddings."""
+    """f(x): NHWC images in [0, 1] -> (B, embedding_dim) unit-norm float32 embeddings.
+
+    With `flip_average`, inference (train=False) embeds the image and its mirror image and
+    normalises their sum (a mirror-symmetric f for a net trained with flips).
+    """
 
     trunk: str = "lenet5"
     embedding_dim: int = 64
     trunk_kwargs: Any = None  # dict of registry kwargs (conv_impl, dtype, ...)
+    flip_average: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         backbone = embedding_backbone(self.trunk, self.embedding_dim, **(self.trunk_kwargs or {}))
-        return l2_normalize(backbone(x, train).astype(jnp.float32))
+        z = backbone(x, train).astype(jnp.float32)
+        if self.flip_average and not train:
+            z = l2_normalize(z) + l2_normalize(backbone(x[:, :, ::-1], train).astype(jnp.float32))
+        return l2_normalize(z)
 
 
 def siamese_distance(model: nn.Module, variables: Any, x1: jax.Array, x2: jax.Array) -> jax.Array:
@@ -323,6 +331,7 @@ TASK_DEFAULTS = {
     "channels": 1,
     "train_people": "",  # e.g. 's1-s20'; '' = all people not evaluated
     "eval_people": "",  # e.g. 's21-s30'; '' = all people not trained on
+    "flip_average": False,  # inference embeds image + mirror image (FaceEncoder)
 }
 
 
@@ -344,7 +353,8 @@ def encoder_from_config(config) -> FaceEncoder:
     """The FaceEncoder of a faces config: trunk config.model, embedding config.task."""
     kwargs = dict(config.model_kwargs or {})
     kwargs.setdefault("dtype", jnp.dtype(config.dtype))
-    return FaceEncoder(config.model, task_config(config)["embedding_dim"], kwargs)
+    options = task_config(config)
+    return FaceEncoder(config.model, options["embedding_dim"], kwargs, options["flip_average"])
 
 
 def nearest_neighbour_correct(

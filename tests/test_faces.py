@@ -265,6 +265,12 @@ def test_siamese_pair_shares_parameters():
     d = faces.siamese_distance(model, variables, x, x[::-1])
     np.testing.assert_allclose(np.asarray(d), np.sum((emb - emb[::-1]) ** 2, 1), rtol=1e-5)
     assert float(faces.siamese_distance(model, variables, x, x)[0]) == 0.0
+    # flip_average: the same parameters, and f(x) == f(mirror x) at inference.
+    mirrored = faces.FaceEncoder("lenet5", 8, {"conv_impl": "xla"}, flip_average=True)
+    a = mirrored.apply(variables, x, train=False)
+    b = mirrored.apply(variables, x[:, :, ::-1], train=False)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert not np.allclose(np.asarray(a), np.asarray(emb), atol=1e-3)
 
 
 def test_att_faces_layout(shared_data):
