@@ -36,7 +36,15 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array:
     label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
     # Rank = number of classes with a strictly larger logit (ties count in our favour).
     rank = jnp.sum(logits > label_logit, axis=-1)
-    return (rank < k).astype(jnp.float32)
+    # Nothing compares greater than a NaN, so a diverged row would rank first: count it wrong
+    # (an out-of-range label gathers a NaN too).
+    valid = finite_rows(logits) & jnp.isfinite(label_logit[:, 0])
+    return ((rank < k) & valid).astype(jnp.float32)
+
+
+def finite_rows(logits: jax.Array) -> jax.Array:
+    """Per-example bool (B,): True where every one of the (B, K) logits is finite."""
+    return jnp.all(jnp.isfinite(logits), axis=-1)
 
 
 def classification_loss(
@@ -55,14 +63,21 @@ def classification_loss(
 def classification_eval_sums(
     logits: jax.Array, labels: jax.Array, mask: jax.Array
 ) -> dict[str, jax.Array]:
-    """Masked sums over a (padded) eval batch: loss, top-1 and top-5 correct, count."""
+    """Masked sums over a (padded) eval batch: loss, top-1 and top-5 correct, count.
+
+    `nonfinite` counts the examples with a NaN or infinite logit; they are never correct, and
+    their loss (NaN or inf) is kept in the loss sum so that a diverged model cannot score.
+    """
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     mask = mask.astype(jnp.float32)
+    # Padding rows may hold anything: keep them out of the sums with where, not a product.
+    real = mask > 0
     return {
-        "loss": jnp.sum(cross_entropy(logits, labels) * mask),
+        "loss": jnp.sum(jnp.where(real, cross_entropy(logits, labels), 0.0)),
         "top1": jnp.sum(topk_correct(logits, labels, 1) * mask),
         "top5": jnp.sum(topk_correct(logits, labels, 5) * mask),
+        "nonfinite": jnp.sum(jnp.where(real, ~finite_rows(logits), False).astype(jnp.float32)),
         "count": jnp.sum(mask),
     }
 
@@ -180,3 +195,72 @@ def mined_triplet_loss(
     if mining == "semi_hard":
         return semi_hard_triplet_loss(embeddings, labels, margin, mask)
     raise ValueError(f"mining must be one of {TRIPLET_MINING}; received {mining!r}")
+
+
+# --- neural style transfer (Gatys et al. 2015): content, Gram/style, total variation ------
+
+
+def _check_activations(name: str, a: jax.Array) -> None:
+    if a.ndim < 3:
+        raise ValueError(f"{name} must be activations (..., nH, nW, nC); received shape {a.shape}")
+
+
+def _check_pair(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:
+    _check_activations(name_a, a)
+    _check_activations(name_b, b)
+    if a.shape[-3:] != b.shape[-3:]:
+        raise ValueError(
+            f"{name_b} must have {name_a}'s (nH, nW, nC) = {a.shape[-3:]}; received {b.shape}"
+        )
+
+
+def content_cost(a_C: jax.Array, a_G: jax.Array) -> jax.Array:
+    """1/2 ||a_C - a_G||^2 summed over (nH, nW, nC) of one layer; the mean over leading axes.
+
+    a_C may lack a_G's batch axes (one content image for a batch of generated ones).
+    """
+    _check_pair("a_C", a_C, "a_G", a_G)
+    per_image = 0.5 * jnp.sum(jnp.square(a_G - a_C), axis=(-3, -2, -1))
+    return jnp.mean(per_image)
+
+
+def gram_matrix(a: jax.Array) -> jax.Array:
+    """Gram matrices G_kk' = sum_ij a_ijk a_ijk': activations (..., nH, nW, nC) -> (..., nC, nC)."""
+    _check_activations("a", a)
+    return jnp.einsum("...ijk,...ijl->...kl", a, a, precision=jax.lax.Precision.HIGHEST)
+
+
+def style_cost_from_gram(gram_S: jax.Array, a_G: jax.Array) -> jax.Array:
+    """style_cost with the style image's Gram matrix (..., nC, nC) precomputed."""
+    _check_activations("a_G", a_G)
+    n_h, n_w, n_c = a_G.shape[-3:]
+    if gram_S.shape[-2:] != (n_c, n_c):
+        raise ValueError(f"gram_S must be (..., {n_c}, {n_c}) for a_G {a_G.shape}; "
+                         f"received {gram_S.shape}")
+    squared = jnp.sum(jnp.square(gram_S - gram_matrix(a_G)), axis=(-2, -1))
+    return jnp.mean(squared) / float(2 * n_h * n_w * n_c) ** 2
+
+
+def style_cost(a_S: jax.Array, a_G: jax.Array) -> jax.Array:
+    """One layer's style cost 1/(2 nH nW nC)^2 ||G(a_S) - G(a_G)||_F^2; mean over leading axes."""
+    _check_pair("a_S", a_S, "a_G", a_G)
+    return style_cost_from_gram(gram_matrix(a_S), a_G)
+
+
+def weighted_style_cost(
+    a_S: dict[str, jax.Array], a_G: dict[str, jax.Array], weights: dict[str, float]
+) -> jax.Array:
+    """sum_l weights[l] * style_cost(a_S[l], a_G[l]) over the layers named in `weights`."""
+    missing = sorted(set(weights) - set(a_S)) + sorted(set(weights) - set(a_G))
+    if missing:
+        raise ValueError(f"weights name layers without activations in a_S/a_G: {missing}")
+    return sum(w * style_cost(a_S[name], a_G[name]) for name, w in weights.items())
+
+
+def total_variation(images: jax.Array) -> jax.Array:
+    """Sum of squared differences between vertical and horizontal neighbours of each
+    (..., H, W, C) image; the mean over leading axes."""
+    _check_activations("images", images)
+    dy = jnp.square(images[..., 1:, :, :] - images[..., :-1, :, :]).sum(axis=(-3, -2, -1))
+    dx = jnp.square(images[..., :, 1:, :] - images[..., :, :-1, :]).sum(axis=(-3, -2, -1))
+    return jnp.mean(dy + dx)

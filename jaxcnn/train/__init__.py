@@ -7,6 +7,7 @@ from jaxcnn.train.config import (
     load_run_config,
     override,
     to_steps,
+    validate_config,
 )
 from jaxcnn.train.loop import (
     TrainResult,
@@ -14,6 +15,7 @@ from jaxcnn.train.loop import (
     evaluate,
     evaluate_checkpoint,
     restore_checkpoint,
+    run_evaluator,
     train_and_evaluate,
 )
 from jaxcnn.train.optim import make_optimizer, make_schedule
@@ -34,5 +36,6 @@ __all__ = [
     "build_program", "check_keys", "check_task_keys", "classification_task", "collect_outputs",
     "default_config", "evaluate", "evaluate_checkpoint", "init_state", "initialize_distributed",
     "load_run_config", "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
-    "restore_checkpoint", "task_settings", "to_global", "to_steps", "train_and_evaluate",
+    "restore_checkpoint", "run_evaluator", "task_settings", "to_global", "to_steps",
+    "train_and_evaluate", "validate_config",
 ]
