@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
 # name -> (batch, (H, W, C)): sized so that one train step takes about a second or less.
@@ -22,12 +23,20 @@ for _d in (18, 34, 50, 101, 152):
     DEFAULTS[f"resnet{_d}_cifar"] = (32, (32, 32, 3))
 for _d in (20, 32, 44, 56, 110):
     DEFAULTS[f"resnet{_d}_cifar"] = (128, (32, 32, 3))
-FALLBACK = (32, (64, 64, 3))
+FALLBACK_BATCH, FALLBACK_SIDE = 32, 64
 
 
 def model_config(name: str, batch: int, image: str | None) -> tuple[int, tuple[int, int, int]]:
-    """The batch and (H, W, C) to run `name` at: the given values where set, else DEFAULTS."""
-    default_batch, default_shape = DEFAULTS.get(name, FALLBACK)
+    """The batch and (H, W, C) to run `name` at: the given values where set, else DEFAULTS,
+    else the registry's native input (jaxcnn.models.model_info) capped at FALLBACK_SIDE."""
+    if name in DEFAULTS:
+        default_batch, default_shape = DEFAULTS[name]
+    else:
+        from jaxcnn import models
+
+        h, w, c = models.model_info(name).input_shape
+        default_batch = FALLBACK_BATCH
+        default_shape = (min(h, FALLBACK_SIDE), min(w, FALLBACK_SIDE), c)
     shape = tuple(int(v) for v in image.split(",")) if image else default_shape
     if len(shape) != 3:
         raise ValueError(f"input must be H,W,C; received {image!r}")
@@ -54,15 +63,76 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return kwargs
 
 
+MAX_POOLS = ("views", "reduce_window")
+
+
+def _max_pool_reduce_window(x, window: int, stride: int, pads):
+    """XLA's reduce_window max (gradient: select_and_scatter), the alternative to the views."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max,
+                                 (1, window, window, 1), (1, stride, stride, 1),
+                                 [(0, 0), *[tuple(p) for p in pads], (0, 0)])
+
+
+def use_max_pool(impl: str) -> None:
+    """Make this process's max pools use `impl` (a measurement switch, not a library option:
+    'views' is jaxcnn's running max over strided views, 'reduce_window' XLA's op)."""
+    from jaxcnn.models import layers
+
+    if impl not in MAX_POOLS:
+        raise ValueError(f"max_pool must be one of {MAX_POOLS}; received {impl!r}")
+    original = getattr(layers, "_views_max_pool", layers._max_over_views)
+    layers._views_max_pool = original
+    layers._max_over_views = original if impl == "views" else _max_pool_reduce_window
+
+
 def project_program(name: str, shape: tuple[int, int, int], num_classes: int,
-                    model_kwargs: dict[str, Any] | None = None, batch: int = 8) -> Any:
+                    model_kwargs: dict[str, Any] | None = None, batch: int = 8,
+                    dtype: str = "float32") -> Any:
     """The loop's own program (train.build_program) for registry model `name`: SGD momentum
-    0.9 at a constant 0.01, cross-entropy, no input normalisation."""
+    0.9 at a constant 0.01, cross-entropy, no input normalisation, computing in `dtype`
+    (parameters stay float32)."""
     from jaxcnn import train
 
     config = train.default_config()
     config.model, config.optimizer, config.schedule = name, "momentum", "constant"
+    config.dtype = dtype
     config.learning_rate, config.normalize, config.batch_size = 0.01, False, batch
     config.model_kwargs.update(model_kwargs or {})
     task = train.classification_task(config, SyntheticData(shape, num_classes))
     return train.build_program(config, task, total_steps=1, steps_per_epoch=1)
+
+
+# Dense bf16 tensor-core peaks (no sparsity) from the vendors' datasheets, TFLOP/s.
+DATASHEET_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def datasheet_peak_tflops(device_kind: str) -> float | None:
+    """The datasheet dense bf16 peak of a GPU named `device_kind` (SXM parts), or None."""
+    for name, peak in DATASHEET_BF16_TFLOPS.items():
+        if name in device_kind.upper():
+            return peak
+    return None
+
+
+def model_train_flops(name: str, shape: tuple[int, int, int], num_classes: int) -> float:
+    """Model FLOPs of one training image: 6 x the forward MACs (jaxcnn.counting)."""
+    from jaxcnn import counting, models
+
+    rows = counting.summary(models.get_model(name, num_classes=num_classes), shape)
+    return 6.0 * counting.total_macs(rows)
+
+
+TOLERANCE = 0.05  # relative distance of the first loss from ln(classes)
+
+
+def check_losses(losses: list[float], num_classes: int) -> dict[str, Any]:
+    """The smoke criteria on a loss history: first near ln(classes), last below the first."""
+    expected = math.log(num_classes)
+    first, last = losses[0], losses[-1]
+    initial_ok = math.isfinite(first) and abs(first - expected) <= TOLERANCE * expected
+    decreased = math.isfinite(last) and last < first
+    return {"ln_classes": expected, "initial_loss": first, "final_loss": last,
+            "initial_ok": initial_ok, "decreased": decreased, "ok": initial_ok and decreased}

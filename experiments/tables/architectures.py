@@ -23,12 +23,9 @@ THROUGHPUT_BUDGETS: dict[str, tuple[tuple[str, ...] | None, int | None, int, int
 
 
 def native_input(name: str) -> tuple[tuple[int, int, int], int]:
-    """((H, W, C), num_classes) a registry model was designed for: 224 ImageNet, 32 CIFAR/MNIST."""
-    if name == "lenet5":
-        return (SMALL_SIDE, SMALL_SIDE, 1), 10
-    if name.endswith("_cifar") or name == "filter_size_net":
-        return (SMALL_SIDE, SMALL_SIDE, 3), 10
-    return (IMAGENET_SIDE, IMAGENET_SIDE, 3), 1000
+    """((H, W, C), num_classes) a registry model was designed for (the registry's record)."""
+    info = models.model_info(name)
+    return info.input_shape, info.num_classes
 
 
 def architecture_rows(names: Sequence[str] | None = None) -> list[dict]:
