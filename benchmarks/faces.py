@@ -48,14 +48,15 @@ def main(argv):
     import torch
 
     from benchmarks import torch_models
-    from jaxcnn import counting, faces
+    from jaxcnn import counting, faces, kernels
 
     shape = tuple(int(v) for v in FLAGS.input.split(","))
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     x = np.random.default_rng(0).random((FLAGS.batch, *shape), np.float32)
 
-    model = faces.FaceEncoder(FLAGS.trunk, FLAGS.dim)
+    conv_impl = kernels.choose("auto", jax.devices()[0].platform)  # as the experiment
+    model = faces.FaceEncoder(FLAGS.trunk, FLAGS.dim, {"conv_impl": conv_impl})
     variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]), train=False)
     apply = jax.jit(lambda v, images: model.apply(v, images, train=False))
     x_jax = jnp.asarray(x)
@@ -81,8 +82,8 @@ def main(argv):
         rates["jaxcnn"].append(_time_block(run_jax, FLAGS.block_seconds))
         rates["torch"].append(_time_block(run_torch, FLAGS.block_seconds))
     jax_rate, torch_rate = (statistics.median(rates[k]) for k in ("jaxcnn", "torch"))
-    print(f"{FLAGS.trunk} encoder, {FLAGS.dim}-d embedding, input {shape}, batch {FLAGS.batch}, "
-          f"{cores} cores, {FLAGS.rounds} alternating rounds (median)")
+    print(f"{FLAGS.trunk} encoder ({conv_impl}), {FLAGS.dim}-d embedding, input {shape}, batch "
+          f"{FLAGS.batch}, {cores} cores, {FLAGS.rounds} alternating rounds (median)")
     print(f"parameters: jaxcnn {jax_params:,}  torch {torch_params:,}")
     print(f"jaxcnn  {jax_rate:10.0f} images/s")
     print(f"torch   {torch_rate:10.0f} images/s")
