@@ -82,7 +82,7 @@ def run_train(config: ConfigDict, workdir: str) -> None:
     options = faces.task_config(config)
     dataset = face_data.identity_dataset(
         root, options["train_people"], options["eval_people"], tuple(config.image_size),
-        options["channels"], options["images_per_person"], config.augment or "none")
+        options["channels"], options["images_per_person"], options["augment"])
     print(f"train people: {len(dataset.train.names)} ({dataset.num_train} images); held-out "
           f"people: {len(dataset.eval.names)} ({dataset.num_eval} images)", flush=True)
     _save_config(config, workdir)

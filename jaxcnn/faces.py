@@ -329,6 +329,7 @@ TASK_DEFAULTS = {
     "mining": "batch_hard",  # losses.TRIPLET_MINING
     "images_per_person": 4,  # K of the P x K batches; P = batch_size / K
     "channels": 1,
+    "augment": "flip",  # data.faces.FACE_AUGMENTATIONS ('faces': flip + affine + lighting)
     "train_people": "",  # e.g. 's1-s20'; '' = all people not evaluated
     "eval_people": "",  # e.g. 's21-s30'; '' = all people not trained on
     "flip_average": False,  # inference embeds image + mirror image (FaceEncoder)

@@ -17,7 +17,6 @@ def get_config(arg: str | None = None):
     config.dataset = "faces:../shared/data/att_faces"
     config.image_size = (64, 64)
     config.normalize = False  # images stay in [0, 1]: the same input at train and evaluate
-    config.augment = "faces"  # flip + small random affine + brightness/contrast
     config.batch_size = 40  # P = 10 people x K = 4 images
     config.eval_batch_size = 500  # the whole held-out set in one batch (nn_accuracy)
     config.train_steps = 1500
@@ -32,6 +31,7 @@ def get_config(arg: str | None = None):
     config.task = ml_collections.ConfigDict(dict(TASK_DEFAULTS))
     config.task.mining = "semi_hard"
     config.task.margin = 0.2
+    config.task.augment = "faces"  # flip + small random affine + brightness/contrast
     config.task.flip_average = True  # inference only: embed image + mirror image
     config.task.train_people = "s1-s20"
     config.task.eval_people = "s21-s30"
