@@ -82,6 +82,121 @@ def classification_eval_sums(
     }
 
 
+# --- Triplet loss and online triplet mining (face embeddings) -------------------------------
+
+TRIPLET_MINING = ("batch_all", "batch_hard", "semi_hard")
+
+
+def _check_embeddings(name: str, x: jax.Array) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be (batch, dim) embeddings, got shape {x.shape}")
+
+
+def triplet_loss(
+    anchor: jax.Array, positive: jax.Array, negative: jax.Array, margin: float = 0.2
+) -> jax.Array:
+    """mean(max(||a-p||^2 - ||a-n||^2 + margin, 0)) over (B, D) anchors, positives, negatives."""
+    _check_embeddings("anchor", anchor)
+    for name, x in (("positive", positive), ("negative", negative)):
+        if x.shape != anchor.shape:
+            raise ValueError(f"{name} must have the anchor's shape {anchor.shape}, got {x.shape}")
+    d_ap = jnp.sum(jnp.square(anchor - positive), axis=-1)
+    d_an = jnp.sum(jnp.square(anchor - negative), axis=-1)
+    return jnp.mean(jnp.maximum(d_ap - d_an + margin, 0.0))
+
+
+def pairwise_squared_distances(x: jax.Array) -> jax.Array:
+    """(B, B) squared L2 distances between the rows of (B, D) x.
+
+    Computed from differences, not |a|^2 + |b|^2 - 2ab: exactly 0 (never negative) for
+    coinciding rows, and without a square root the gradient there is finite (0).
+    """
+    _check_embeddings("embeddings", x)
+    x = x.astype(jnp.float32)
+    return jnp.sum(jnp.square(x[:, None, :] - x[None, :, :]), axis=-1)
+
+
+def _triplet_masks(labels: jax.Array, mask: jax.Array | None, batch: int):
+    """(positive-pair mask, negative-pair mask), both (B, B) bool, padding excluded."""
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must be (batch,) = ({batch},), got {labels.shape}")
+    valid = jnp.ones((batch,), bool) if mask is None else mask.astype(bool)
+    both = valid[:, None] & valid[None, :]
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~jnp.eye(batch, dtype=bool) & both
+    return positive, ~same & both
+
+
+def batch_all_triplet_loss(
+    embeddings: jax.Array, labels: jax.Array, margin: float = 0.2, mask: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(mean loss over the triplets with positive loss, fraction of valid triplets that are).
+
+    Every (anchor, positive, negative) of the batch with labels[a] == labels[p], a != p and
+    labels[n] != labels[a]; rows where `mask` is 0 take no part.
+    """
+    d = pairwise_squared_distances(embeddings)
+    positive, negative = _triplet_masks(labels, mask, embeddings.shape[0])
+    valid = positive[:, :, None] & negative[:, None, :]  # [a, p, n]
+    losses_apn = jnp.maximum(d[:, :, None] - d[:, None, :] + margin, 0.0) * valid
+    active = jnp.sum(losses_apn > 0)
+    loss = jnp.sum(losses_apn) / jnp.maximum(active, 1)
+    return loss, active / jnp.maximum(jnp.sum(valid), 1)
+
+
+def batch_hard_triplet_loss(
+    embeddings: jax.Array, labels: jax.Array, margin: float = 0.2, mask: jax.Array | None = None
+) -> jax.Array:
+    """Mean over anchors of max(hardest-positive d - hardest-negative d + margin, 0).
+
+    Hermans et al. 2017: per anchor the farthest same-identity and the nearest other-identity
+    embedding of the batch; anchors lacking either take no part.
+    """
+    d = pairwise_squared_distances(embeddings)
+    positive, negative = _triplet_masks(labels, mask, embeddings.shape[0])
+    hardest_positive = jnp.max(jnp.where(positive, d, -jnp.inf), axis=1)
+    hardest_negative = jnp.min(jnp.where(negative, d, jnp.inf), axis=1)
+    usable = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
+    per_anchor = jnp.maximum(
+        jnp.where(usable, hardest_positive - hardest_negative, 0.0) + margin, 0.0)
+    return jnp.sum(per_anchor * usable) / jnp.maximum(jnp.sum(usable), 1)
+
+
+def semi_hard_triplet_loss(
+    embeddings: jax.Array, labels: jax.Array, margin: float = 0.2, mask: jax.Array | None = None
+) -> jax.Array:
+    """FaceNet's semi-hard mining: mean over (anchor, positive) pairs of the triplet loss.
+
+    For each pair the negative is the nearest one farther than the positive
+    (d_ap < d_an); when there is none, the farthest negative (all are then harder than the
+    positive). Pairs whose anchor has no negative take no part.
+    """
+    d = pairwise_squared_distances(embeddings)
+    positive, negative = _triplet_masks(labels, mask, embeddings.shape[0])
+    d_ap, d_an = d[:, :, None], d[:, None, :]  # [a, p, 1], [a, 1, n]
+    farther = negative[:, None, :] & (d_an > d_ap)
+    semi_hard = jnp.min(jnp.where(farther, d_an, jnp.inf), axis=2)
+    farthest = jnp.max(jnp.where(negative, d, -jnp.inf), axis=1)[:, None]
+    chosen = jnp.where(jnp.any(farther, axis=2), semi_hard, farthest)
+    pairs = positive & jnp.any(negative, axis=1)[:, None]
+    per_pair = jnp.maximum(jnp.where(pairs, d - chosen, 0.0) + margin, 0.0)
+    return jnp.sum(per_pair * pairs) / jnp.maximum(jnp.sum(pairs), 1)
+
+
+def mined_triplet_loss(
+    embeddings: jax.Array, labels: jax.Array, margin: float = 0.2, mining: str = "batch_hard",
+    mask: jax.Array | None = None,
+) -> jax.Array:
+    """The triplet loss of a batch of embeddings with identity labels, triplets mined online."""
+    if mining == "batch_all":
+        return batch_all_triplet_loss(embeddings, labels, margin, mask)[0]
+    if mining == "batch_hard":
+        return batch_hard_triplet_loss(embeddings, labels, margin, mask)
+    if mining == "semi_hard":
+        return semi_hard_triplet_loss(embeddings, labels, margin, mask)
+    raise ValueError(f"mining must be one of {TRIPLET_MINING}; received {mining!r}")
+
+
 # --- neural style transfer (Gatys et al. 2015): content, Gram/style, total variation ------
 
 
