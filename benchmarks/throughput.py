@@ -288,7 +288,9 @@ class Worker:
                 f"--model={name}", f"--batch={batch}", f"--input={','.join(map(str, shape))}",
                 f"--num_classes={num_classes}", f"--dtype={dtype}"]
         # Several workers share one GPU: JAX must not grab 75 % of its memory up front.
-        full_env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2",
+        # Keep the caller's PYTHONPATH after the tree (carried wheels live there on the GPU).
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        full_env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
                     "XLA_PYTHON_CLIENT_PREALLOCATE": "false", **(env or {})}
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=full_env, cwd=root)
