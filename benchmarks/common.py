@@ -128,3 +128,47 @@ def check_losses(losses: list[float], num_classes: int) -> dict[str, Any]:
     decreased = math.isfinite(last) and last < first
     return {"ln_classes": expected, "initial_loss": first, "final_loss": last,
             "initial_ok": initial_ok, "decreased": decreased, "ok": initial_ok and decreased}
+
+
+def split_times(loop_start: float, loop_end: float, compiles: list[tuple[float, float]],
+                eval_windows: list[tuple[float, float]]) -> dict[str, float]:
+    """compile / evaluation / training seconds of the loop from event end times and durations."""
+    def in_eval(t: float) -> bool:
+        return any(a <= t <= b for a, b in eval_windows)
+
+    compile_s = sum(d for _, d in compiles)
+    eval_compile = sum(d for t, d in compiles if in_eval(t))
+    evaluation_s = sum(b - a for a, b in eval_windows) - eval_compile
+    return {"compile_s": compile_s, "evaluation_s": evaluation_s,
+            "training_s": loop_end - loop_start - compile_s - evaluation_s}
+
+
+def add_mfu(result: dict[str, Any], flops_per_image: float, datasheet_tflops: float | None,
+            measured_gflops: float | None) -> dict[str, Any]:
+    """MFU of each framework's train rate: model FLOPs/s over the datasheet and the
+    measured matmul peak."""
+    result["model_train_gflop_per_image"] = flops_per_image / 1e9
+    for entry in list(result.values()):
+        if not isinstance(entry, dict) or not entry.get("train_img_s"):
+            continue
+        achieved = flops_per_image * entry["train_img_s"]
+        entry["model_tflops"] = achieved / 1e12
+        if datasheet_tflops:
+            entry["mfu_datasheet"] = achieved / 1e12 / datasheet_tflops
+        if measured_gflops:
+            entry["mfu_measured"] = achieved / 1e9 / measured_gflops
+    return result
+
+
+def mfu_line(result: dict[str, Any]) -> str:
+    """img/s, MFU (datasheet / measured matmul peak), compile s and peak device MiB per kind."""
+    parts = []
+    for kind, entry in result.items():
+        if isinstance(entry, dict) and entry.get("train_img_s"):
+            parts.append(
+                f"{kind}: {entry['train_img_s']:.0f} img/s MFU "
+                f"{100 * entry.get('mfu_datasheet', math.nan):.1f}% datasheet "
+                f"{100 * entry.get('mfu_measured', math.nan):.1f}% measured, compile "
+                f"{entry.get('compile_s', math.nan):.0f} s, peak "
+                f"{entry.get('peak_device_mb') or math.nan:.0f} MiB")
+    return "; ".join(parts)

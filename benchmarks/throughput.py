@@ -46,7 +46,9 @@ if ROOT not in sys.path:  # run as a script: make `benchmarks` and `jaxcnn` impo
     sys.path.insert(0, ROOT)
 
 from benchmarks.common import (  # noqa: E402
+    add_mfu,
     datasheet_peak_tflops,
+    mfu_line,
     model_config,
     model_train_flops,
     parse_kwargs,
@@ -441,23 +443,6 @@ def measure(name: str, batch: int, shape: tuple[int, int, int], num_classes: int
     return result
 
 
-def add_mfu(result: dict[str, Any], flops_per_image: float, datasheet_tflops: float | None,
-            measured_gflops: float | None) -> dict[str, Any]:
-    """MFU of each framework's train rate: model FLOPs/s over the datasheet and the
-    measured matmul peak."""
-    result["model_train_gflop_per_image"] = flops_per_image / 1e9
-    for entry in list(result.values()):
-        if not isinstance(entry, dict) or not entry.get("train_img_s"):
-            continue
-        achieved = flops_per_image * entry["train_img_s"]
-        entry["model_tflops"] = achieved / 1e12
-        if datasheet_tflops:
-            entry["mfu_datasheet"] = achieved / 1e12 / datasheet_tflops
-        if measured_gflops:
-            entry["mfu_measured"] = achieved / 1e9 / measured_gflops
-    return result
-
-
 def summarize(result: dict[str, Any], peak_gflops: float) -> dict[str, Any]:
     """Add the jax/PyTorch ratio (vs the faster PyTorch) and the fraction of peak."""
     jax_entry = result.get("jax", {})
@@ -511,20 +496,6 @@ def variant_line(kind: str, result: dict[str, Any]) -> str:
             parts.append(f"{mode} {entry[f'{mode}_img_s']:.0f} img/s "
                          f"(default/variant {base[f'{mode}_img_s'] / entry[f'{mode}_img_s']:.2f})")
     return " ".join(parts)
-
-
-def mfu_line(result: dict[str, Any]) -> str:
-    """img/s, MFU (datasheet / measured matmul peak), compile s and peak device MiB per kind."""
-    parts = []
-    for kind, entry in result.items():
-        if isinstance(entry, dict) and entry.get("train_img_s"):
-            parts.append(
-                f"{kind}: {entry['train_img_s']:.0f} img/s MFU "
-                f"{100 * entry.get('mfu_datasheet', math.nan):.1f}% datasheet "
-                f"{100 * entry.get('mfu_measured', math.nan):.1f}% measured, compile "
-                f"{entry.get('compile_s', math.nan):.0f} s, peak "
-                f"{entry.get('peak_device_mb') or math.nan:.0f} MiB")
-    return "; ".join(parts)
 
 
 HEADER = ("model | batch | input | jax train img/s | torch eager | torch.compile | ratio | "

@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.common import split_times  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:arg]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics.jsonl, timing.json")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -54,19 +56,6 @@ class TimedDataset:
         start = time.perf_counter()
         yield from self._dataset.eval_batches(*args, **kwargs)
         self.eval_windows.append((start, time.perf_counter()))
-
-
-def split_times(loop_start: float, loop_end: float, compiles: list[tuple[float, float]],
-                eval_windows: list[tuple[float, float]]) -> dict[str, float]:
-    """compile / evaluation / training seconds of the loop from event end times and durations."""
-    def in_eval(t: float) -> bool:
-        return any(a <= t <= b for a, b in eval_windows)
-
-    compile_s = sum(d for _, d in compiles)
-    eval_compile = sum(d for t, d in compiles if in_eval(t))
-    evaluation_s = sum(b - a for a, b in eval_windows) - eval_compile
-    return {"compile_s": compile_s, "evaluation_s": evaluation_s,
-            "training_s": loop_end - loop_start - compile_s - evaluation_s}
 
 
 def main(argv):

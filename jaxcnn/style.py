@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from jaxcnn import convert, losses
-from jaxcnn.models.layers import conv_impl, pool2d
+from jaxcnn.models.layers import conv_fn, pool2d
 from jaxcnn.models.registry import get_model
 from jaxcnn.models.vgg import CONFIGS as VGG_CONFIGS
 
@@ -110,7 +110,7 @@ def vgg_features(
 ) -> dict[str, jax.Array]:
     """{name: activation (N, h, w, C)} of the VGG conv stack on preprocessed NHWC `x`, run up
     to the deepest of `layers` only. With max pooling the values are those of the registry
-    VGG's conv modules and relu intermediates; `conv` picks the algorithm (layers.CONV_IMPLS).
+    VGG's conv modules and relu intermediates; `conv` names the kernels (jaxcnn.kernels).
     """
     if not layers:
         raise ValueError("layers must name at least one activation; received none")
@@ -124,14 +124,14 @@ def vgg_features(
         raise ValueError(f"x is too small: layers in stage {max(map(_stage, layers))} need "
                          f"H, W >= {side}; received shape {x.shape}")
     wanted, last = set(layers), max(layer_names(depth).index(name) for name in layers)
-    conv_fn, out = conv_impl(conv), {}
+    convolve, out = conv_fn(conv), {}
     names = iter(layer_names(depth)[: last + 1])
     for s, stage in enumerate(VGG_CONFIGS[depth], start=1):
         if s > 1:
             x = pool2d(x, pooling, 2, 2)
         for i in range(1, len(stage) + 1):
             layer = params[f"conv{s}_{i}"]
-            x = conv_fn(x, layer["kernel"], (1, 1), ((1, 1), (1, 1)),
+            x = convolve(x, layer["kernel"], (1, 1), ((1, 1), (1, 1)),
                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer["bias"]
             for value in (x, jax.nn.relu(x)):
                 name = next(names, None)

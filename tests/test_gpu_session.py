@@ -11,11 +11,11 @@ from conftest import ROOT
 from jaxcnn import train
 
 sys.path.insert(0, ROOT)
-from benchmarks import train_timed  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     check_losses,
     datasheet_peak_tflops,
     model_train_flops,
+    split_times,  # noqa: E402
 )
 from experiments.configs import resnet20_cifar10  # noqa: E402
 
@@ -50,7 +50,7 @@ def test_smoke_criteria():
 
 def test_timing_split_removes_compiles_from_train_and_eval():
     # loop 0..100 s; compiles of 10 s (ending at 12 s) and 3 s (in the eval window 90..96 s)
-    times = train_timed.split_times(0.0, 100.0, [(12.0, 10.0), (93.0, 3.0)], [(90.0, 96.0)])
+    times = split_times(0.0, 100.0, [(12.0, 10.0), (93.0, 3.0)], [(90.0, 96.0)])
     assert times == {"compile_s": 13.0, "evaluation_s": 3.0, "training_s": 84.0}
 
 
@@ -68,7 +68,7 @@ def test_session_script_is_valid_bash():
 
 
 def test_mfu_of_each_framework():
-    from benchmarks.throughput import add_mfu, mfu_line
+    from benchmarks.common import add_mfu, mfu_line
 
     result = {"model": "m", "batch": 8, "jax": {"train_img_s": 1000.0, "compile_s": 30.0,
                                                 "peak_device_mb": 2048.0},
