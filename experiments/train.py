@@ -16,7 +16,10 @@ def main(argv):
     del argv
     common.quiet_logging()
     common.maybe_initialize_distributed()
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (train.WorkdirLockedError, train.FingerprintMismatchError) as misuse:
+        raise SystemExit(f"error: {misuse}") from None  # the message says what to do
 
 
 if __name__ == "__main__":

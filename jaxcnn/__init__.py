@@ -15,6 +15,7 @@ SUBPACKAGES = (
     "convert",
     "counting",
     "data",
+    "faces",
     "inspect",
     "kernels",
     "losses",

@@ -187,3 +187,42 @@ def from_torchvision(name: str, state_dict: StateDict | str | os.PathLike) -> di
     if unexpected:
         raise ValueError(f"state_dict has unexpected keys for {name!r}: {unexpected}")
     return variables
+
+
+def vgg_convs_from_torchvision(
+    state_dict: StateDict | str | os.PathLike,
+) -> tuple[int, dict[str, dict[str, jax.Array]]]:
+    """(depth, {conv{s}_{i}: {kernel HWIO, bias}}) from a plain torchvision VGG state dict,
+    whole or only its `features.*` entries: the registry VGG's convolution params.
+
+    The depth (11, 13, 16 or 19) is read from the layout of the conv layers; any other
+    network (VGG with BatchNorm included) raises a ValueError saying what was found.
+    """
+    tensors = load_state_dict(state_dict)
+    found = sorted(
+        int(key.split(".")[1]) for key, value in tensors.items()
+        if re.fullmatch(r"features\.\d+\.weight", key) and value.ndim == 4
+    )
+    for depth, stages in VGG_CONFIGS.items():
+        names = {flax: torch for flax, torch in _vgg_names(depth, False).items()
+                 if flax.startswith("conv")}
+        if sorted(int(torch.split(".")[1]) for torch in names.values()) != found:
+            continue
+        params, in_channels = {}, 3
+        widths = [width for stage in stages for width in stage]
+        for (flax, torch), width in zip(names.items(), widths):
+            kernel, bias = f"{torch}.weight", f"{torch}.bias"
+            if bias not in tensors:
+                raise ValueError(f"state_dict is missing key {bias!r} (for {flax}/bias)")
+            params[flax] = {
+                "kernel": jnp.asarray(_convert_leaf(kernel, tensors[kernel], "kernel",
+                                                    (3, 3, in_channels, width), None)),
+                "bias": jnp.asarray(_convert_leaf(bias, tensors[bias], "bias", (width,), None)),
+            }
+            in_channels = width
+        return depth, params
+    raise ValueError(
+        "state_dict is not a plain torchvision VGG (11/13/16/19 without BatchNorm): its 4-D "
+        f"features.*.weight entries sit at indices {found or 'none'} (first keys: "
+        f"{sorted(tensors)[:4]})"
+    )

@@ -30,3 +30,21 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run tests marked slow (./launch.sh test --slow)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long checks, run only with --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow (./launch.sh test --slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
 from jaxcnn.data.base import Dataset, prefetch
+from jaxcnn.data.detection import (
+    AnnotationError,
+    DetectionDataset,
+    get_detection_dataset,
+    load_detection_folder,
+    localization_targets,
+    synthetic_scenes,
+)
+from jaxcnn.data.device import DeviceImageDataset, load_device_dataset
 from jaxcnn.data.offline import embedded_mnist, load_image_folder, load_npz, read_image_folder
 from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 
 OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
-    "ArrayDataset", "Dataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
-    "get_dataset", "load_image_folder", "load_npz", "pad_to", "prefetch", "read_image_folder",
-    "to_float_images",
+    "AnnotationError", "ArrayDataset", "Dataset", "DetectionDataset", "DeviceImageDataset",
+    "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "embedded_mnist", "get_dataset",
+    "get_detection_dataset", "load_detection_folder", "load_device_dataset", "load_image_folder",
+    "load_npz", "localization_targets", "pad_to", "prefetch", "read_image_folder",
+    "synthetic_scenes", "to_float_images",
 ]
 
 
@@ -24,7 +35,9 @@ def get_dataset(
     name: str, *, data_dir: str | None = None, image_size: tuple[int, int] | None = None,
     augment: str | None = None, download: bool = False, num_classes: int | None = None,
 ):
-    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH' or a TFDS name.
+    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH', 'device:PATH'
+    (a folder or tarball with train/ and test/ class folders, kept on the accelerator and
+    augmented there) or a TFDS name.
 
     `num_classes`, when given, is checked against the data (and fixes an npz's class count).
     TensorFlow is imported only for TFDS names.
@@ -36,6 +49,15 @@ def get_dataset(
         return embedded_mnist(size or (32, 32), augment=augment or "none")
     if name.startswith("npz:"):
         return load_npz(name[4:], size, augment or "none", num_classes=num_classes)
+    if name.startswith("device:"):
+        if size is not None:
+            raise ValueError(f"image_size must be None for {name!r} (images keep their "
+                             f"stored size on the device); received {size}")
+        dataset = load_device_dataset(name[7:], augment or "crop_flip")
+        if num_classes not in (None, dataset.num_classes):
+            raise ValueError(f"{name} has {dataset.num_classes} classes, but "
+                             f"num_classes={num_classes}")
+        return dataset
     if name.startswith("folder:"):
         return load_image_folder(name[7:], size, augment or "none", num_classes=num_classes)
     return TFDSDataset(name, data_dir=data_dir, image_size=size, augment=augment,

@@ -1,6 +1,6 @@
 """The training machinery shared by every task."""
 
-from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.checkpoint import Checkpointer, CorruptCheckpointError
 from jaxcnn.train.config import (
     check_keys,
     default_config,
@@ -30,12 +30,21 @@ from jaxcnn.train.task import (
     classification_task,
     task_settings,
 )
+from jaxcnn.train.workdir import (
+    FingerprintMismatchError,
+    WorkdirLock,
+    WorkdirLockedError,
+    run_fingerprint,
+    writer_lock,
+)
 
 __all__ = [
-    "Checkpointer", "Evaluator", "GatherAll", "Program", "Task", "TrainResult", "TrainState",
-    "build_program", "check_keys", "check_task_keys", "classification_task", "collect_outputs",
-    "default_config", "evaluate", "evaluate_checkpoint", "init_state", "initialize_distributed",
-    "load_run_config", "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
-    "restore_checkpoint", "run_evaluator", "task_settings", "to_global", "to_steps",
-    "train_and_evaluate", "validate_config",
+    "Checkpointer", "CorruptCheckpointError", "Evaluator", "FingerprintMismatchError",
+    "GatherAll", "Program", "Task", "TrainResult", "TrainState", "WorkdirLock",
+    "WorkdirLockedError", "build_program", "check_keys", "check_task_keys",
+    "classification_task", "collect_outputs", "default_config", "evaluate",
+    "evaluate_checkpoint", "init_state", "initialize_distributed", "load_run_config",
+    "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
+    "restore_checkpoint", "run_evaluator", "run_fingerprint", "task_settings", "to_global",
+    "to_steps", "train_and_evaluate", "validate_config", "writer_lock",
 ]

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from jaxcnn.data import base as data_base
+from jaxcnn.train import workdir as workdir_lib
 from jaxcnn.train.checkpoint import Checkpointer, saved_steps
 from jaxcnn.train.config import check_keys, validate_config
 from jaxcnn.train.metrics import MetricWriter, Progress
@@ -141,6 +142,11 @@ def train_and_evaluate(
     """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
     check_keys(config)
     validate_config(config)  # before any file is written
+    with workdir_lib.writer_lock(workdir):  # one training per workdir, held by process 0
+        return _train_and_evaluate(config, workdir, task)
+
+
+def _train_and_evaluate(config, workdir, task) -> TrainResult:
     task = task or classification_task(config)
     program = build_program(config, task)
     if config.batch_size > task.dataset.num_train:
@@ -149,7 +155,8 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, config.async_checkpoints)
+    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, config.async_checkpoints,
+                                fingerprint=workdir_lib.run_fingerprint(program))
     start_step, state = checkpointer.restore_latest(program.abstract_state)
     if state is None:
         start_step = 0
@@ -197,7 +204,8 @@ def restore_checkpoint(
             f"--workdir={workdir} ...) or pass the workdir of a finished run")
     task = task or classification_task(config)
     program = build_program(config, task)
-    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False)
+    checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False,
+                                read_only=True, fingerprint=workdir_lib.run_fingerprint(program))
     try:
         step, state = checkpointer.restore_latest(program.abstract_state)
     finally:

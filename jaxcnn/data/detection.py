@@ -1,0 +1,629 @@
+"""Detection datasets: synthetic scenes, Pascal VOC XML and YOLO text folders, TFDS `voc`.
+
+Every image comes with padded boxes (M, 4) as (cx, cy, h, w) relative to the image and
+classes (M,) int32 with -1 for padding. Batches follow jaxcnn.data.arrays: "image", the
+training targets that `targets_fn(boxes, classes)` makes (e.g. the localization vector),
+and "boxes", "classes", "num_objects" for evaluation; eval batches are padded with "mask".
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from jaxcnn.data import base
+
+Batch = base.Batch
+
+LECTURE_CLASSES = ("pedestrian", "car", "motorcycle")  # class ids 0, 1, 2; pc = 0 is background
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
+ON_ERROR = ("skip", "raise")
+DETECTION_AUGMENTATIONS = ("none", "flip")
+TargetsFn = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+class AnnotationError(ValueError):
+    """A bad box, an unknown class or an unreadable image, naming the file."""
+
+
+# --- the dataset ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionDataset:
+    """Images with padded boxes; batch k of epoch e is a pure function of (seed, e, k)."""
+
+    name: str
+    x_train: np.ndarray  # float32 NHWC in [0, 1]
+    boxes_train: np.ndarray  # float32 (N, M, 4) (cx, cy, h, w) relative
+    classes_train: np.ndarray  # int32 (N, M), -1 = padding
+    x_test: np.ndarray
+    boxes_test: np.ndarray
+    classes_test: np.ndarray
+    class_names: tuple[str, ...]
+    targets_fn: TargetsFn | None = None
+    augment: str = "none"
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) left out by the reader
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x = getattr(self, f"x_{split}")
+            boxes, classes = getattr(self, f"boxes_{split}"), getattr(self, f"classes_{split}")
+            if (x.ndim != 4 or boxes.ndim != 3 or boxes.shape[-1] != 4
+                    or classes.shape != boxes.shape[:2] or len(x) != len(boxes)):
+                raise ValueError(
+                    f"{self.name}: x_{split} (N,H,W,C), boxes_{split} (N,M,4) and "
+                    f"classes_{split} (N,M) must agree, got {x.shape}, {boxes.shape}, "
+                    f"{classes.shape}")
+            if classes.size and classes.max() >= len(self.class_names):
+                raise ValueError(f"{self.name}: classes_{split} must lie in "
+                                 f"[-1, {len(self.class_names)}), got max {classes.max()}")
+        if self.augment not in DETECTION_AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {DETECTION_AUGMENTATIONS}, "
+                             f"got {self.augment!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def num_eval(self) -> int:
+        return len(self.x_test)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.x_train.mean(axis=(0, 1, 2))
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.x_train.std(axis=(0, 1, 2)) + 1e-6
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        return max(1, self.num_train // global_batch)
+
+    def _batch(self, images, boxes, classes) -> Batch:
+        batch = {"image": images, "boxes": boxes.astype(np.float32),
+                 "classes": classes.astype(np.int32),
+                 "num_objects": (classes >= 0).sum(axis=1).astype(np.int32)}
+        if self.targets_fn is not None:
+            batch.update(self.targets_fn(batch["boxes"], batch["classes"]))
+        return batch
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        empty = np.zeros((0, *self.boxes_train.shape[1:]), np.float32)
+        return tuple(self._batch(self.x_train[:0], empty, self.classes_train[:0]))
+
+    def train_batches(
+        self, global_batch: int, *, seed: int, start_step: int = 0,
+        process_index: int = 0, process_count: int = 1,
+    ) -> Iterator[Batch]:
+        """Endless local batches from `start_step` on; each host yields its slice."""
+        for epoch, index, rows in base.train_rows(
+                global_batch, self.num_train, seed=seed, start_step=start_step,
+                process_index=process_index, process_count=process_count):
+            images, boxes = self.x_train[rows], self.boxes_train[rows].copy()
+            if self.augment == "flip":
+                flip = np.random.default_rng([seed, epoch, index, process_index, 1]).random(
+                    len(rows)) < 0.5
+                images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+                boxes[..., 0] = np.where(flip[:, None], 1.0 - boxes[..., 0], boxes[..., 0])
+            yield self._batch(images, boxes, self.classes_train[rows])
+
+    def eval_batches(
+        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
+    ) -> Iterator[Batch]:
+        """Every test image once; the last batch is padded and `mask` marks real rows."""
+        for rows, mask in base.eval_rows(global_batch, self.num_eval,
+                                         process_index=process_index,
+                                         process_count=process_count):
+            local = len(mask)
+            classes = np.full((local, self.classes_test.shape[1]), -1, np.int32)
+            classes[:len(rows)] = self.classes_test[rows]
+            batch = self._batch(base.pad_rows(self.x_test[rows], local),
+                                base.pad_rows(self.boxes_test[rows], local), classes)
+            batch["index"] = base.pad_rows(rows.astype(np.int32), local)
+            batch["mask"] = mask
+            yield batch
+
+
+def localization_targets(num_classes: int) -> TargetsFn:
+    """Targets for classification with localization: "target" (B, 5+K) from each first object."""
+
+    def targets(boxes: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
+        present = classes[:, 0] >= 0
+        y = np.zeros((len(classes), 5 + num_classes), np.float32)
+        y[:, 0] = present
+        y[present, 1:5] = boxes[present, 0]
+        y[present, 5 + classes[present, 0]] = 1.0
+        return {"target": y}
+
+    return targets
+
+
+def pad_objects(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray],
+                max_objects: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (n_i, 4) boxes and (n_i,) classes -> (N, M, 4) and (N, M) padded with -1."""
+    m = max_objects or max([len(c) for c in classes] + [1])
+    out_boxes = np.zeros((len(boxes), m, 4), np.float32)
+    out_classes = np.full((len(boxes), m), -1, np.int32)
+    for i, (b, c) in enumerate(zip(boxes, classes)):
+        if len(c) > m:
+            raise ValueError(f"image {i} has {len(c)} objects, more than max_objects={m}")
+        out_boxes[i, :len(c)], out_classes[i, :len(c)] = np.asarray(b).reshape(-1, 4), c
+    return out_boxes, out_classes
+
+
+# --- synthetic scenes -------------------------------------------------------------------
+
+# Shape-by-outline drawing. Each returns a boolean mask over the box's pixel grid, where
+# u, v are the pixel centres' positions across the box's width and height in [0, 1].
+
+
+def _disc(u, v, cu, cv, ru, rv):
+    return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1.0
+
+
+def _rect(u, v, u0, u1, v0, v1):
+    return (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+
+
+def _pedestrian(u, v, aspect):
+    head = _disc(u, v, 0.5, 0.11, 0.2, 0.1)
+    torso = _rect(u, v, 0.3, 0.7, 0.2, 0.6)
+    arms = _rect(u, v, 0.05, 0.95, 0.24, 0.33)
+    legs = _rect(u, v, 0.28, 0.45, 0.6, 1.0) | _rect(u, v, 0.55, 0.72, 0.6, 1.0)
+    return head | torso | arms | legs
+
+
+def _car(u, v, aspect):
+    body = _rect(u, v, 0.0, 1.0, 0.4, 0.78)
+    cabin = _rect(u, v, 0.22, 0.72, 0.05, 0.4) & (v >= 0.4 - 0.35 * (u - 0.22) / 0.12)
+    rv = 0.22
+    ru = rv * aspect  # round wheels: aspect = box height / width
+    wheels = _disc(u, v, 0.22, 1 - rv, ru, rv) | _disc(u, v, 0.78, 1 - rv, ru, rv)
+    return body | cabin | wheels
+
+
+def _motorcycle(u, v, aspect):
+    rv = 0.3
+    ru = rv * aspect
+    rings = ((_disc(u, v, ru, 1 - rv, ru, rv) & ~_disc(u, v, ru, 1 - rv, ru * 0.5, rv * 0.5))
+             | (_disc(u, v, 1 - ru, 1 - rv, ru, rv)
+                & ~_disc(u, v, 1 - ru, 1 - rv, ru * 0.5, rv * 0.5)))
+    frame = _rect(u, v, ru, 1 - ru, 0.5, 0.62)
+    seat = _rect(u, v, 0.25, 0.55, 0.38, 0.5)
+    fork = _rect(u, v, 0.68, 0.76, 0.0, 0.7)
+    bar = _rect(u, v, 0.6, 0.9, 0.0, 0.08)
+    return rings | frame | seat | fork | bar
+
+
+_SHAPES = (_pedestrian, _car, _motorcycle)
+# Height / width of each class's box, sampled in this range.
+_ASPECT = ((1.8, 2.6), (0.45, 0.65), (0.6, 0.8))
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random textured background: smooth colour noise plus stripes or checks."""
+    coarse = rng.random((size // 16 + 2, size // 16 + 2, 3))
+    yy = np.linspace(0, coarse.shape[0] - 1.001, size)
+    xx = np.linspace(0, coarse.shape[1] - 1.001, size)
+    y0, x0 = yy.astype(int), xx.astype(int)
+    fy, fx = (yy - y0)[:, None, None], (xx - x0)[None, :, None]
+    smooth = (coarse[y0][:, x0] * (1 - fy) * (1 - fx) + coarse[y0 + 1][:, x0] * fy * (1 - fx)
+              + coarse[y0][:, x0 + 1] * (1 - fy) * fx + coarse[y0 + 1][:, x0 + 1] * fy * fx)
+    period = rng.integers(3, 9)
+    grid_y, grid_x = np.mgrid[:size, :size]
+    kind = rng.integers(3)
+    if kind == 0:
+        pattern = ((grid_x + grid_y) // period) % 2
+    elif kind == 1:
+        pattern = ((grid_x // period) + (grid_y // period)) % 2
+    else:
+        pattern = rng.random((size, size)) > 0.5
+    base = rng.uniform(0.2, 0.8, 3)
+    image = 0.5 * base + 0.3 * smooth + 0.15 * pattern[..., None] * rng.uniform(-1, 1, 3)
+    return np.clip(image, 0, 1)
+
+
+def _object_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    for _ in range(50):
+        colour = rng.random(3)
+        if np.linalg.norm(colour - background) > 0.45:
+            return colour
+    return 1.0 - background
+
+
+def _sample_box(rng, cls, size, min_px, max_px, centre_range=None):
+    """A (cx, cy, h, w) pixel box of class `cls` inside the image; None if it cannot fit."""
+    aspect = rng.uniform(*_ASPECT[cls])
+    longest = rng.uniform(min_px, max_px)
+    h, w = (longest, longest / aspect) if aspect >= 1 else (longest * aspect, longest)
+    h, w = max(h, min(min_px, longest) * 0.5), max(w, min(min_px, longest) * 0.5)
+    if centre_range is None:
+        (x_lo, x_hi), (y_lo, y_hi) = (w / 2, size - w / 2), (h / 2, size - h / 2)
+    else:
+        (x_lo, x_hi), (y_lo, y_hi) = centre_range
+        x_lo, x_hi = max(x_lo, w / 2), min(x_hi, size - w / 2)
+        y_lo, y_hi = max(y_lo, h / 2), min(y_hi, size - h / 2)
+        if x_lo > x_hi or y_lo > y_hi:
+            return None
+    return np.array([rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi), h, w])
+
+
+def _draw(image: np.ndarray, box_px: np.ndarray, cls: int, colour: np.ndarray) -> None:
+    cx, cy, h, w = box_px
+    size = image.shape[0]
+    x0, x1 = int(np.floor(cx - w / 2)), int(np.ceil(cx + w / 2))
+    y0, y1 = int(np.floor(cy - h / 2)), int(np.ceil(cy + h / 2))
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    u, v = (xx - (cx - w / 2)) / w, (yy - (cy - h / 2)) / h
+    mask = _SHAPES[cls](u, v, h / w) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    region = image[y0:y1, x0:x1]
+    region[mask] = colour
+
+
+def synthetic_scene(
+    seed: int, index: int, *, image_size: int = 96, min_objects: int = 1, max_objects: int = 6,
+    min_px: float = 10, max_px: float = 48, grid: int = 6, shared_cell_every: int = 3,
+    single_object: bool = False, background_fraction: float = 0.2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scene `index` of stream `seed`: image (S, S, 3) float32, boxes (n, 4) relative, classes (n,).
+
+    Every `shared_cell_every`-th scene (index % k == 0) puts two object centres in one cell
+    of the grid x grid layout; single_object draws 0 (with background_fraction) or 1 object.
+    """
+    rng = np.random.default_rng([seed, index])
+    image = _texture(rng, image_size)
+    background = image.mean(axis=(0, 1))
+    if single_object:
+        count = 0 if rng.random() < background_fraction else 1
+    else:
+        count = int(rng.integers(min_objects, max_objects + 1))
+    classes = rng.integers(0, len(_SHAPES), count)
+    boxes: list[np.ndarray] = []
+    share = (not single_object) and count >= 2 and index % shared_cell_every == 0
+    for k, cls in enumerate(classes):
+        for _ in range(100):
+            if share and k == 1:
+                cell = image_size / grid
+                col, row = (np.floor(boxes[0][:2] / cell)).astype(int)
+                box = _sample_box(rng, cls, image_size, min_px, max_px,
+                                  ((col * cell, (col + 1) * cell - 1e-3),
+                                   (row * cell, (row + 1) * cell - 1e-3)))
+                if box is None:
+                    continue
+                break
+            box = _sample_box(rng, cls, image_size, min_px, max_px)
+            # Keep objects recognisable: little overlap with the others (except the pair).
+            if all(_pixel_iou(box, other) < 0.2 for other in boxes):
+                break
+        else:
+            classes = classes[:k]
+            break
+        boxes.append(box)
+    boxes_px = np.array(boxes).reshape(-1, 4)
+    # Large objects first, so a small one sharing a cell stays visible on top.
+    for i in np.argsort(-(boxes_px[:, 2] * boxes_px[:, 3]), kind="stable"):
+        _draw(image, boxes_px[i], int(classes[i]), _object_colour(rng, background))
+    image += rng.normal(0, 0.02, image.shape)
+    relative = boxes_px / image_size
+    return (np.clip(image, 0, 1).astype(np.float32), relative.astype(np.float32),
+            classes.astype(np.int32))
+
+
+def _pixel_iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[0] + a[3] / 2, b[0] + b[3] / 2) - max(a[0] - a[3] / 2, b[0] - b[3] / 2))
+    ih = max(0.0, min(a[1] + a[2] / 2, b[1] + b[2] / 2) - max(a[1] - a[2] / 2, b[1] - b[2] / 2))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def synthetic_scenes(
+    num_train: int, num_test: int, *, seed: int = 0, single_object: bool = False,
+    targets_fn: TargetsFn | None = None, augment: str = "none", **scene_kwargs,
+) -> DetectionDataset:
+    """A DetectionDataset of generated scenes; test scenes come from another stream (seed+1)."""
+    splits = []
+    for stream, count in ((seed * 2, num_train), (seed * 2 + 1, num_test)):
+        scenes = [synthetic_scene(stream, i, single_object=single_object, **scene_kwargs)
+                  for i in range(count)]
+        images = np.stack([s[0] for s in scenes])
+        boxes, classes = pad_objects([s[1] for s in scenes], [s[2] for s in scenes],
+                                     1 if single_object else scene_kwargs.get("max_objects", 6))
+        splits.append((images, boxes, classes))
+    (x_tr, b_tr, c_tr), (x_te, b_te, c_te) = splits
+    name = "synthetic_single" if single_object else "synthetic_scenes"
+    return DetectionDataset(name, x_tr, b_tr, c_tr, x_te, b_te, c_te, LECTURE_CLASSES,
+                            targets_fn, augment)
+
+
+# --- folder readers ---------------------------------------------------------------------
+
+
+def _report(problems: list[tuple[str, str]], file: str, reason: str, on_error: str) -> None:
+    if on_error == "raise":
+        raise AnnotationError(f"{file}: {reason}")
+    problems.append((file, reason))
+    warnings.warn(f"skipping {file}: {reason}", stacklevel=3)
+
+
+def _load_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB float32 (H, W, 3) resized to image_size, and the original (height, width)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        original = (image.height, image.width)
+        image.draft("RGB", (image_size[1], image_size[0]))  # JPEG: decode at a smaller scale
+        image = image.convert("RGB").resize((image_size[1], image_size[0]), Image.BILINEAR)
+        return np.asarray(image, np.float32) / 255.0, original
+
+
+def _check_box(corners: np.ndarray, height: int, width: int) -> str | None:
+    x1, y1, x2, y2 = corners
+    if not np.all(np.isfinite(corners)):
+        return f"box {corners.tolist()} is not finite"
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        return f"box {corners.tolist()} (x1, y1, x2, y2) lies outside the {width}x{height} image"
+    if x2 <= x1 or y2 <= y1:
+        return f"box {corners.tolist()} (x1, y1, x2, y2) has no area"
+    return None
+
+
+def _find_image(folder: str, stem: str) -> str | None:
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (stem + suffix, stem + suffix.upper()):
+            if os.path.isfile(os.path.join(folder, candidate)):
+                return candidate
+    return None
+
+
+def _parse_voc_xml(path: str) -> tuple[str | None, tuple[int, int] | None, list]:
+    """(filename, (height, width) or None, [(name, xmin, ymin, xmax, ymax, difficult)])."""
+    root = ET.parse(path).getroot()
+    filename = root.findtext("filename")
+    size = root.find("size")
+    shape = None
+    if size is not None and size.findtext("height") and size.findtext("width"):
+        shape = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))
+    objects = []
+    for obj in root.findall("object"):
+        box = obj.find("bndbox")
+        coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+        objects.append((obj.findtext("name", "").strip(), *coords,
+                        obj.findtext("difficult", "0").strip() == "1"))
+    return filename, shape, objects
+
+
+def read_voc_folder(
+    root: str, *, image_size: tuple[int, int] = (96, 96), class_names: Sequence[str] | None = None,
+    on_error: str = "skip",
+) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
+    """root/images + root/annotations/*.xml -> (files, images, boxes, classes, names, problems).
+
+    VOC pixel boxes become relative (cx, cy, h, w) of the resized image. class_names=None
+    takes every name found (sorted); otherwise another name is an error for that file.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
+    for folder in (image_dir, ann_dir):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"VOC folder {root!r} needs images/ and annotations/; "
+                                    f"{folder!r} does not exist")
+    xml_files = sorted(f for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
+    parsed, problems = [], []
+    for xml in xml_files:
+        try:
+            parsed.append((xml, *_parse_voc_xml(os.path.join(ann_dir, xml))))
+        except (ET.ParseError, TypeError, ValueError, AttributeError) as error:
+            _report(problems, xml, f"unreadable annotation ({error})", on_error)
+    names = tuple(class_names) if class_names is not None else tuple(
+        sorted({obj[0] for *_, objects in parsed for obj in objects}))
+    files, images, all_boxes, all_classes = [], [], [], []
+    for xml, filename, shape, objects in parsed:
+        stem = os.path.splitext(xml)[0]
+        image_file = (filename if filename and os.path.isfile(os.path.join(image_dir, filename))
+                      else _find_image(image_dir, stem))
+        if image_file is None:
+            _report(problems, xml, f"no image for it in {image_dir}", on_error)
+            continue
+        try:
+            image, (height, width) = _load_image(os.path.join(image_dir, image_file), image_size)
+        except (OSError, ValueError) as error:
+            _report(problems, image_file, f"unreadable image ({error})", on_error)
+            continue
+        if shape is not None and shape != (height, width):
+            _report(problems, xml, f"size {shape[1]}x{shape[0]} disagrees with the image "
+                    f"{image_file} ({width}x{height})", on_error)
+            continue
+        boxes, classes, bad = [], [], None
+        for name, x1, y1, x2, y2, _ in objects:
+            if name not in names:
+                bad = f"unknown class {name!r}; known: {', '.join(names)}"
+                break
+            bad = _check_box(np.array([x1, y1, x2, y2]), height, width)
+            if bad:
+                break
+            boxes.append([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (y2 - y1) / height,
+                          (x2 - x1) / width])
+            classes.append(names.index(name))
+        if bad:
+            _report(problems, xml, bad, on_error)
+            continue
+        files.append(image_file)
+        images.append(image)
+        all_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
+        all_classes.append(np.array(classes, np.int32))
+    return files, np.stack(images), all_boxes, all_classes, names, problems
+
+
+def read_yolo_folder(
+    root: str, class_names: Sequence[str], *, image_size: tuple[int, int] = (96, 96),
+    on_error: str = "skip",
+) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
+    """root/images + root/labels/*.txt (`class cx cy w h` normalised) -> like read_voc_folder."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, "labels")
+    for folder in (image_dir, label_dir):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"YOLO folder {root!r} needs images/ and labels/; "
+                                    f"{folder!r} does not exist")
+    names = tuple(class_names)
+    files, images, all_boxes, all_classes, problems = [], [], [], [], []
+    for image_file in sorted(f for f in os.listdir(image_dir)
+                             if f.lower().endswith(IMAGE_SUFFIXES)):
+        label_file = os.path.splitext(image_file)[0] + ".txt"
+        label_path = os.path.join(label_dir, label_file)
+        boxes, classes, bad = [], [], None
+        lines = open(label_path).read().split("\n") if os.path.isfile(label_path) else []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            fields = line.split()
+            try:
+                cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:5])
+                if len(fields) != 5:
+                    raise ValueError
+            except (ValueError, IndexError):
+                bad = f"line {number}: expected 'class cx cy w h', got {line!r}"
+                break
+            if not 0 <= cls < len(names):
+                bad = f"line {number}: unknown class {cls}; known 0..{len(names) - 1}"
+                break
+            bad = _check_box(np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), 1, 1)
+            if bad:
+                bad = f"line {number}: relative {bad}"
+                break
+            boxes.append([cx, cy, h, w])
+            classes.append(cls)
+        if bad:
+            _report(problems, label_file, bad, on_error)
+            continue
+        try:
+            image, _ = _load_image(os.path.join(image_dir, image_file), image_size)
+        except (OSError, ValueError) as error:
+            _report(problems, image_file, f"unreadable image ({error})", on_error)
+            continue
+        files.append(image_file)
+        images.append(image)
+        all_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
+        all_classes.append(np.array(classes, np.int32))
+    return files, np.stack(images), all_boxes, all_classes, names, problems
+
+
+def _split_from_csv(root: str, files: list[str], test_fraction: float) -> np.ndarray:
+    """Test-set flags: from root/test_labels.csv (the raccoon layout) if present, else seeded."""
+    listed = os.path.join(root, "test_labels.csv")
+    if os.path.isfile(listed):
+        with open(listed) as handle:
+            test_files = {row["filename"] for row in csv.DictReader(handle)}
+        return np.array([f in test_files for f in files])
+    return np.random.default_rng(0).random(len(files)) < test_fraction
+
+
+def load_detection_folder(
+    root: str, *, layout: str = "voc", image_size: tuple[int, int] = (96, 96),
+    class_names: Sequence[str] | None = None, on_error: str = "skip",
+    test_fraction: float = 0.2, targets_fn: TargetsFn | None = None, augment: str = "none",
+) -> DetectionDataset:
+    """A VOC ("voc": images/ + annotations/) or YOLO ("yolo": images/ + labels/) folder.
+
+    The split follows root/test_labels.csv when it exists (as in ../shared/data/raccoon),
+    else a seeded test_fraction.
+    """
+    if layout == "voc":
+        files, images, boxes, classes, names, problems = read_voc_folder(
+            root, image_size=image_size, class_names=class_names, on_error=on_error)
+    elif layout == "yolo":
+        if class_names is None:
+            raise ValueError("class_names is required for a YOLO folder (labels are ids)")
+        files, images, boxes, classes, names, problems = read_yolo_folder(
+            root, class_names, image_size=image_size, on_error=on_error)
+    else:
+        raise ValueError(f"layout must be 'voc' or 'yolo', got {layout!r}")
+    test = _split_from_csv(root, files, test_fraction)
+    padded_boxes, padded_classes = pad_objects(boxes, classes)
+    return DetectionDataset(
+        f"{layout}_folder:{root}", images[~test], padded_boxes[~test], padded_classes[~test],
+        images[test], padded_boxes[test], padded_classes[test], names, targets_fn, augment,
+        tuple(problems))
+
+
+# --- TFDS ---------------------------------------------------------------------------------
+
+
+def tfds_boxes_to_center(bboxes: np.ndarray) -> np.ndarray:
+    """TFDS BBoxFeature rows (ymin, xmin, ymax, xmax), relative -> (cx, cy, h, w)."""
+    ymin, xmin, ymax, xmax = np.moveaxis(np.asarray(bboxes, np.float32), -1, 0)
+    return np.stack([(xmin + xmax) / 2, (ymin + ymax) / 2, ymax - ymin, xmax - xmin], axis=-1)
+
+
+def load_tfds_voc(
+    *, data_dir: str | None = None, name: str = "voc/2007", image_size: tuple[int, int] = (96, 96),
+    max_objects: int = 42, download: bool = False, targets_fn: TargetsFn | None = None,
+) -> DetectionDataset:
+    """TFDS Pascal VOC (train / test) in memory, resized; needs the prepared data or a network."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tf.config.set_visible_devices([], "GPU")
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    names = tuple(builder.info.features["objects"]["label"].names)
+    splits = []
+    for split in ("train", "test"):
+        images, boxes, classes = [], [], []
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            image = tf.image.resize(example["image"], image_size).numpy() / 255.0
+            images.append(image.astype(np.float32))
+            boxes.append(tfds_boxes_to_center(example["objects"]["bbox"]))
+            classes.append(example["objects"]["label"].astype(np.int32))
+        splits.append((np.stack(images), *pad_objects(boxes, classes, max_objects)))
+    (x_tr, b_tr, c_tr), (x_te, b_te, c_te) = splits
+    return DetectionDataset(f"tfds:{name}", x_tr, b_tr, c_tr, x_te, b_te, c_te, names,
+                            targets_fn)
+
+
+def get_detection_dataset(
+    name: str, *, image_size: tuple[int, int] | None = None, data_dir: str | None = None,
+    targets_fn: TargetsFn | None = None, num_train: int = 2000, num_test: int = 500,
+    seed: int = 0, on_error: str = "skip", class_names: Sequence[str] | None = None,
+    augment: str = "none", download: bool = False,
+) -> DetectionDataset:
+    """'synthetic_scenes', 'synthetic_single', 'voc_folder:PATH', 'yolo_folder:PATH' or 'voc'."""
+    if name in ("synthetic_scenes", "synthetic_single"):
+        size = tuple(image_size or (96, 96))
+        if size[0] != size[1]:
+            raise ValueError(f"synthetic scenes are square, got image_size {size}")
+        return synthetic_scenes(num_train, num_test, seed=seed, image_size=size[0],
+                                single_object=name == "synthetic_single", targets_fn=targets_fn,
+                                augment=augment)
+    size = tuple(image_size or (96, 96))
+    for prefix, layout in (("voc_folder:", "voc"), ("yolo_folder:", "yolo")):
+        if name.startswith(prefix):
+            return load_detection_folder(name[len(prefix):], layout=layout, image_size=size,
+                                         class_names=class_names, on_error=on_error,
+                                         targets_fn=targets_fn, augment=augment)
+    if name == "voc" or name.startswith("voc/"):
+        return load_tfds_voc(data_dir=data_dir, name="voc/2007" if name == "voc" else name,
+                             image_size=size, download=download, targets_fn=targets_fn)
+    raise ValueError(f"unknown detection dataset {name!r}; expected synthetic_scenes, "
+                     "synthetic_single, voc_folder:PATH, yolo_folder:PATH or voc")
