@@ -54,18 +54,15 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return kwargs
 
 
-def project_steps(name: str, shape: tuple[int, int, int], num_classes: int,
-                  model_kwargs: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    """(task, tx, train_step, eval_step): the loop's own steps for registry model `name`
-    with SGD momentum 0.9 at a constant 0.01, cross-entropy, no input normalisation."""
+def project_program(name: str, shape: tuple[int, int, int], num_classes: int,
+                    model_kwargs: dict[str, Any] | None = None, batch: int = 8) -> Any:
+    """The loop's own program (train.build_program) for registry model `name`: SGD momentum
+    0.9 at a constant 0.01, cross-entropy, no input normalisation."""
     from jaxcnn import train
 
     config = train.default_config()
     config.model, config.optimizer, config.schedule = name, "momentum", "constant"
-    config.learning_rate, config.normalize = 0.01, False
+    config.learning_rate, config.normalize, config.batch_size = 0.01, False, batch
     config.model_kwargs.update(model_kwargs or {})
     task = train.classification_task(config, SyntheticData(shape, num_classes))
-    schedule = train.make_schedule(config, steps_per_epoch=1, total_steps=1)
-    tx = train.make_optimizer(config, schedule)
-    train_step, eval_step = train.make_steps(task, tx, schedule, lambda x: x)
-    return task, tx, train_step, eval_step
+    return train.build_program(config, task, total_steps=1, steps_per_epoch=1)

@@ -44,21 +44,16 @@ def worker_main(model: str, shape: tuple[int, int, int], per_device: int, steps:
     import jax
     import numpy as np
 
-    from benchmarks.common import project_steps
-    from jaxcnn import train
-    from jaxcnn.train import sharding
+    from benchmarks.common import project_program
 
-    mesh = sharding.make_mesh()
-    devices = mesh.devices.size
+    devices = jax.device_count()
     batch = per_device * devices
-    task, tx, train_step, _ = project_steps(model, shape, 10)
-    replicated, batched = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    state = jax.jit(train.init_state(task, tx, 0), out_shardings=replicated)(jax.random.key(0))
+    program = project_program(model, shape, 10, batch=batch)
+    state = program.init_state()
     rng = np.random.default_rng(0)
-    data = sharding.to_global({"image": rng.random((batch, *shape), np.float32),
-                               "label": rng.integers(0, 10, batch).astype(np.int32)}, mesh)
-    step = jax.jit(train_step, in_shardings=(replicated, batched),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+    data = program.to_global({"image": rng.random((batch, *shape), np.float32),
+                              "label": rng.integers(0, 10, batch).astype(np.int32)})
+    step = program.train_step
     start = time.perf_counter()
     state, metrics = step(state, data)
     jax.block_until_ready(metrics)

@@ -66,11 +66,11 @@ def _jax_program(name: str, batch: int, shape: tuple[int, int, int], num_classes
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks.common import project_steps
-    from jaxcnn import train
+    from benchmarks.common import project_program
 
-    task, tx, train_step, eval_step = project_steps(name, shape, num_classes, model_kwargs)
-    state = jax.jit(train.init_state(task, tx, 0))(jax.random.key(0))
+    program = project_program(name, shape, num_classes, model_kwargs)
+    train_step, eval_step = program.train_fn, program.eval_fn
+    state = jax.jit(program.init_fn)(program.rng)
     rng = np.random.default_rng(0)
     data = {"image": jnp.asarray(rng.random((batch, *shape), np.float32)),
             "label": jnp.asarray(rng.integers(0, num_classes, batch).astype(np.int32)),

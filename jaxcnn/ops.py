@@ -80,6 +80,27 @@ def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
     return field
 
 
+def receptive_field_geometry(layers: Sequence[tuple[int, int, int]]) -> tuple[int, int, float]:
+    """(size, jump, start) in input pixels after a stack of (filter f, stride s, padding p).
+
+    size: pixels per side one output unit sees; jump: input pixels between neighbouring
+    units; start: input coordinate of the centre of unit 0 (pixel centres at 0, 1, ...; may be
+    negative when padding puts it outside the image). Unit i's field spans
+    start + i*jump +- (size - 1) / 2, before clipping at the border.
+    """
+    size, jump, start = 1, 1, 0.0
+    for index, layer in enumerate(layers):
+        if len(layer) != 3:
+            raise ValueError(f"layers[{index}] must be (f, s, p), got {layer!r}")
+        f, s, p = layer
+        if f < 1 or s < 1 or p < 0:
+            raise ValueError(f"layers[{index}] needs f >= 1, s >= 1, p >= 0, got {layer!r}")
+        start += ((f - 1) / 2 - p) * jump
+        size += (f - 1) * jump
+        jump *= s
+    return size, jump, start
+
+
 def _as_nhwc(x: jax.Array, name: str) -> tuple[jax.Array, int]:
     """Lift HW or HWC to NHWC; returns the array and its original rank."""
     x = jnp.asarray(x)

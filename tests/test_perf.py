@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import jax
@@ -10,7 +11,6 @@ import pytest
 
 from jaxcnn import data as data_lib
 from jaxcnn import train
-from jaxcnn.train import sharding
 
 BATCH, EVAL_BATCH, NUM_EVAL = 8, 4, 10  # eval batches of 4, 4 and a padded, masked 2
 
@@ -47,42 +47,38 @@ def _counted(fn, counts: dict[str, int], key: str):
 
 @pytest.fixture(scope="module")
 def steps():
-    """The project's train and eval steps, jit-compiled as the loop does, with trace counters."""
-    config, dataset = _config(), _dataset()
-    task = train.classification_task(config, dataset)
-    schedule = train.make_schedule(config, dataset.steps_per_epoch(BATCH), config.train_steps)
-    tx = train.make_optimizer(config, schedule)
-    train_step, eval_step = train.make_steps(task, tx, schedule, lambda x: x)
-    mesh = sharding.make_mesh()
-    replicated, batched = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    """The project's program, its pure steps re-jitted with trace counters and its shardings."""
+    config, dataset = _config(normalize=False), _dataset()
+    program = train.build_program(config, train.classification_task(config, dataset))
+    replicated, batched = program.replicated, program.batch_sharding
     counts = {"train": 0, "eval": 0}
-    jit_train = jax.jit(_counted(train_step, counts, "train"), donate_argnums=0,
+    jit_train = jax.jit(_counted(program.train_fn, counts, "train"), donate_argnums=0,
                         in_shardings=(replicated, batched), out_shardings=(replicated, replicated))
-    jit_eval = jax.jit(_counted(eval_step, counts, "eval"), in_shardings=(replicated, batched),
-                       out_shardings=replicated)
-    init = jax.jit(train.init_state(task, tx, 0), out_shardings=replicated)
-    return dataset, mesh, lambda: init(jax.random.key(0)), jit_train, jit_eval, counts
+    jit_eval = jax.jit(_counted(program.eval_fn, counts, "eval"),
+                       in_shardings=(replicated, batched), out_shardings=(replicated, replicated))
+    counted = dataclasses.replace(program, train_step=jit_train, eval_step=jit_eval)
+    return counted, counts
 
 
 def test_train_step_traces_once_over_several_steps(steps):
-    dataset, mesh, new_state, jit_train, _, counts = steps
-    state = new_state()  # each test its own: the train step donates it
-    batches = dataset.train_batches(BATCH, seed=0)
+    program, counts = steps
+    state = program.init_state()  # each test its own: the train step donates it
+    batches = program.task.dataset.train_batches(BATCH, seed=0)
     for _ in range(5):  # crosses an epoch boundary (4 steps per epoch)
-        state, metrics = jit_train(state, sharding.to_global(next(batches), mesh))
+        state, metrics = program.train_step(state, program.to_global(next(batches)))
     jax.block_until_ready(metrics)
     assert counts["train"] == 1
-    assert jit_train._cache_size() == 1
+    assert program.train_step._cache_size() == 1
 
 
 def test_eval_step_traces_once_with_a_ragged_last_batch(steps):
-    dataset, mesh, new_state, _, jit_eval, counts = steps
-    masks = [b["mask"] for b in dataset.eval_batches(EVAL_BATCH)]
+    program, counts = steps
+    masks = [b["mask"] for b in program.task.dataset.eval_batches(EVAL_BATCH)]
     assert [m.sum() for m in masks] == [4, 4, 2] and all(len(m) == EVAL_BATCH for m in masks)
-    result = train.evaluate(jit_eval, new_state(), dataset, EVAL_BATCH, mesh)
+    result = train.evaluate(program, program.init_state())
     assert result["count"] == NUM_EVAL
     assert counts["eval"] == 1
-    assert jit_eval._cache_size() == 1
+    assert program.eval_step._cache_size() == 1
 
 
 class _CompileLog(logging.Handler):

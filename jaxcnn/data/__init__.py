@@ -1,22 +1,21 @@
 """Datasets: TFDS pipelines, the embedded offline MNIST, .npz arrays and image folders.
 
-Every dataset exposes the same interface: `num_classes`, `image_shape`, `num_train`,
-`num_eval`, `mean`/`std` (per channel, of [0, 1] pixels), `steps_per_epoch(batch)`,
-`train_batches(global_batch, seed=, start_step=, process_index=, process_count=)` (endless,
-resumable at any step) and `eval_batches(global_batch, ...)` (padded, with a `mask`).
+Every dataset follows the protocol `jaxcnn.data.base.Dataset` (class count, image shape,
+split sizes, mean/std, resumable `train_batches`, padded and masked `eval_batches`).
 """
 
 from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
+from jaxcnn.data.base import Dataset, prefetch
 from jaxcnn.data.offline import embedded_mnist, load_image_folder, load_npz, read_image_folder
 from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 
 OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
-    "ArrayDataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
-    "get_dataset", "load_image_folder", "load_npz", "pad_to", "read_image_folder",
+    "ArrayDataset", "Dataset", "TFDSDataset", "KNOWN_DATASETS", "augment_batch", "embedded_mnist",
+    "get_dataset", "load_image_folder", "load_npz", "pad_to", "prefetch", "read_image_folder",
     "to_float_images",
 ]
 

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from jaxcnn.data import base
+
+Batch = base.Batch
 AUGMENTATIONS = ("none", "crop_flip", "flip")
 
 
@@ -98,6 +100,10 @@ class ArrayDataset:
     def std(self) -> np.ndarray:
         return self.x_train.std(axis=(0, 1, 2)) + 1e-6
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("image", "label")
+
     def steps_per_epoch(self, global_batch: int) -> int:
         return max(1, self.num_train // global_batch)
 
@@ -106,45 +112,24 @@ class ArrayDataset:
         process_index: int = 0, process_count: int = 1,
     ) -> Iterator[Batch]:
         """Endless local batches from `start_step` on; each host yields its slice."""
-        local = _local_batch(global_batch, process_count)
-        if global_batch > self.num_train:
-            raise ValueError(f"batch size {global_batch} exceeds {self.num_train} train images")
-        per_epoch = self.steps_per_epoch(global_batch)
-        step, order_epoch, order = start_step, None, None
-        while True:
-            epoch, index = divmod(step, per_epoch)
-            if epoch != order_epoch:
-                order_epoch = epoch
-                order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
-            rows = order[index * global_batch : (index + 1) * global_batch]
-            rows = rows[process_index * local : (process_index + 1) * local]
+        for epoch, index, rows in base.train_rows(
+                global_batch, self.num_train, seed=seed, start_step=start_step,
+                process_index=process_index, process_count=process_count):
             rng = np.random.default_rng([seed, epoch, index, process_index, 1])
             yield {
                 "image": augment_batch(self.x_train[rows], self.augment, rng),
                 "label": self.y_train[rows].astype(np.int32),
             }
-            step += 1
 
     def eval_batches(
         self, global_batch: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[Batch]:
         """Every test example once; the last batch is padded and `mask` marks real rows."""
-        local = _local_batch(global_batch, process_count)
-        for start in range(0, self.num_eval, global_batch):
-            lo = start + process_index * local
-            rows = np.arange(lo, min(lo + local, self.num_eval))
-            n = len(rows)
-            image = np.zeros((local, *self.image_shape), np.float32)
-            label = np.zeros((local,), np.int32)
-            image[:n], label[:n] = self.x_test[rows], self.y_test[rows]
-            mask = (np.arange(local) < n).astype(np.float32)
-            yield {"image": image, "label": label, "mask": mask}
-
-
-def _local_batch(global_batch: int, process_count: int) -> int:
-    if global_batch < 1 or global_batch % process_count:
-        raise ValueError(
-            f"global batch size {global_batch} must be a positive multiple of the "
-            f"{process_count} processes"
-        )
-    return global_batch // process_count
+        for rows, mask in base.eval_rows(global_batch, self.num_eval,
+                                         process_index=process_index,
+                                         process_count=process_count):
+            local = len(mask)
+            yield {"image": base.pad_rows(self.x_test[rows], local),
+                   "label": base.pad_rows(self.y_test[rows].astype(np.int32), local),
+                   "index": base.pad_rows(rows.astype(np.int32), local),
+                   "mask": mask}

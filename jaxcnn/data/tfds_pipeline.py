@@ -9,7 +9,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from jaxcnn.data import base
+
+Batch = base.Batch
 
 # Per-dataset facts: eval split, per-channel mean/std of [0, 1] pixels, default augmentation.
 KNOWN_DATASETS = {
@@ -134,6 +136,10 @@ class TFDSDataset:
     def image_shape(self) -> tuple[int, int, int]:
         return (*self.image_size, self.channels)
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("image", "label")
+
     def steps_per_epoch(self, global_batch: int) -> int:
         return max(1, self.num_train // global_batch)
 
@@ -159,18 +165,18 @@ class TFDSDataset:
     ) -> Iterator[Batch]:
         """Endless local batches from `start_step` on (skipping is done before decoding)."""
         tf = _tf()
-        local = global_batch // process_count
+        local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.train_split, process_index, process_count, True)
         ds = self._read(split, shuffle_seed=seed).repeat()
         ds = ds.shuffle(min(self.shuffle_buffer, self.num_train), seed=seed,
                         reshuffle_each_iteration=True)
         ds = ds.enumerate().skip(start_step * local)
         decoder = self.builder.info.features["image"]
-        size, kind, base = self.image_size, self.augment, seed
+        size, kind, base_seed = self.image_size, self.augment, seed
 
         def prepare(index, example):
             image = _to_float(tf, decoder.decode_example(example["image"]))
-            example_seed = tf.stack([tf.cast(base, tf.int64), index])
+            example_seed = tf.stack([tf.cast(base_seed, tf.int64), index])
             return {"image": _augment(tf, image, size, kind, example_seed),
                     "label": tf.cast(example["label"], tf.int32)}
 
@@ -183,34 +189,33 @@ class TFDSDataset:
     ) -> Iterator[Batch]:
         """Each host's share once; every host yields the same number of masked batches."""
         tf = _tf()
-        local = global_batch // process_count
+        local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.eval_split, process_index, process_count, False)
         decoder = self.builder.info.features["image"]
         size = self.image_size
+        # Position in the whole eval split, so gathered outputs can be put in dataset order.
+        offset = sum(self.builder.info.splits[
+            self._host_split(self.eval_split, i, process_count, False)].num_examples
+            for i in range(process_index))
 
-        def prepare(example):
+        def prepare(index, example):
             image = _to_float(tf, decoder.decode_example(example["image"]))
             return {"image": _fit_eval(tf, image, size),
-                    "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(1.0)}
+                    "label": tf.cast(example["label"], tf.int32),
+                    "index": tf.cast(index + offset, tf.int32), "mask": tf.constant(1.0)}
 
-        ds = self._read(split, shuffle_seed=None).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = self._read(split, shuffle_seed=None).enumerate().map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(local).prefetch(tf.data.AUTOTUNE)
         num_batches = math.ceil(math.ceil(self.num_eval / process_count) / local)
         produced = 0
         for batch in ds.as_numpy_iterator():
             if produced == num_batches:
                 break
-            yield _pad_batch(batch, local)
+            yield {key: base.pad_rows(value, local) for key, value in batch.items()}
             produced += 1
         empty = {"image": np.zeros((local, *self.image_shape), np.float32),
-                 "label": np.zeros((local,), np.int32), "mask": np.zeros((local,), np.float32)}
+                 "label": np.zeros((local,), np.int32), "index": np.zeros((local,), np.int32),
+                 "mask": np.zeros((local,), np.float32)}
         for _ in range(produced, num_batches):
             yield empty
-
-
-def _pad_batch(batch: Batch, size: int) -> Batch:
-    n = len(batch["label"])
-    if n == size:
-        return batch
-    return {key: np.concatenate([value, np.zeros((size - n, *value.shape[1:]), value.dtype)])
-            for key, value in batch.items()}

@@ -9,23 +9,32 @@ from jaxcnn.train.config import (
     to_steps,
 )
 from jaxcnn.train.loop import (
-    Task,
     TrainResult,
-    classification_task,
+    collect_outputs,
     evaluate,
     evaluate_checkpoint,
-    init_state,
-    make_steps,
+    restore_checkpoint,
+    run_evaluator,
     train_and_evaluate,
 )
 from jaxcnn.train.optim import make_optimizer, make_schedule
+from jaxcnn.train.program import Program, build_program, init_state, make_steps
 from jaxcnn.train.sharding import initialize_distributed, make_mesh, to_global
 from jaxcnn.train.state import TrainState
+from jaxcnn.train.task import (
+    Evaluator,
+    GatherAll,
+    Task,
+    check_task_keys,
+    classification_task,
+    task_settings,
+)
 
 __all__ = [
-    "Checkpointer", "Task", "TrainResult", "TrainState", "check_keys", "classification_task",
+    "Checkpointer", "Evaluator", "GatherAll", "Program", "Task", "TrainResult", "TrainState",
+    "build_program", "check_keys", "check_task_keys", "classification_task", "collect_outputs",
     "default_config", "evaluate", "evaluate_checkpoint", "init_state", "initialize_distributed",
-    "load_run_config",
-    "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override", "to_global",
-    "to_steps", "train_and_evaluate",
+    "load_run_config", "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
+    "restore_checkpoint", "run_evaluator", "task_settings", "to_global", "to_steps",
+    "train_and_evaluate",
 ]

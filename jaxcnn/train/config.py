@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import os
 from typing import Any
@@ -48,6 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.async_checkpoints = True
     c.progress = True  # console progress lines with rate and ETA
     c.tensorboard = True  # event files in workdir/tensorboard (metrics.jsonl is always written)
+    c.task = ml_collections.ConfigDict()  # the task's own keys (each task declares its own)
     return c
 
 
@@ -97,13 +99,24 @@ def _split_top_level(arg: str) -> list[str]:
     return [item for item in [*items, current] if item.strip()]
 
 
+def _closest(name: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(name, valid, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def unknown_keys_error(kind: str, unknown: list[str], valid: list[str]) -> KeyError:
+    """A KeyError naming each unknown key, its closest valid key, and all valid keys."""
+    named = ", ".join(f"{key!r}{_closest(key, valid)}" for key in unknown)
+    return KeyError(f"unknown {kind} key(s) {named}; valid keys: "
+                    f"{', '.join(valid) if valid else '(none)'}")
+
+
 def check_keys(config: ml_collections.ConfigDict) -> None:
     """Raise naming any top-level key the training loop does not know."""
-    unknown = sorted(set(config.keys()) - set(default_config().keys()))
+    valid = sorted(default_config().keys())
+    unknown = sorted(set(config.keys()) - set(valid))
     if unknown:
-        raise KeyError(
-            f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(default_config()))}"
-        )
+        raise unknown_keys_error("config", unknown, valid)
 
 
 def to_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
@@ -123,5 +136,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         saved = json.load(f)
     config = default_config()
     for key, value in saved.items():
+        if isinstance(value, dict):
+            value = ml_collections.ConfigDict(value)
         config[key] = tuple(value) if isinstance(value, list) else value
     return config

@@ -1,0 +1,180 @@
+"""The program builder: (config, task) -> mesh, schedule, optimiser, state init, compiled steps.
+
+The loop, the tables, the benchmarks and the tests all build their steps here, so there is one
+definition of what a train step and an eval step are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from jaxcnn.data import base as data_base
+from jaxcnn.train import sharding
+from jaxcnn.train.config import check_keys, to_steps
+from jaxcnn.train.optim import make_optimizer, make_schedule
+from jaxcnn.train.state import TrainState
+from jaxcnn.train.task import Task, check_task_keys
+
+# Stream of the per-step key used for device-side augmentation (dropout uses the step key).
+_AUGMENT_STREAM = 1
+
+
+def _variables(params, batch_stats) -> dict[str, Any]:
+    return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def make_steps(
+    task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
+    normalize: Callable[[jax.Array], jax.Array],
+) -> tuple[Callable, Callable]:
+    """The pure train step (state, batch) -> (state, metrics) and eval step (state, batch) ->
+    (masked sums, per-example outputs); not yet jit-compiled."""
+    model = task.model
+    transform = getattr(task.dataset, "device_transform", None)
+    eval_apply = task.eval_apply or (lambda m, variables, x: m.apply(variables, x, train=False))
+
+    def train_step(state: TrainState, batch):
+        step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if transform is not None:
+            batch = transform(batch, jax.random.fold_in(step_rng, _AUGMENT_STREAM), True)
+
+        def loss_of(params):
+            outputs, updates = model.apply(
+                _variables(params, state.batch_stats), normalize(batch["image"]), train=True,
+                rngs={"dropout": step_rng}, mutable=["batch_stats"],
+            )
+            loss, metrics = task.loss_fn(outputs, batch)
+            return loss, (metrics, updates.get("batch_stats", state.batch_stats))
+
+        (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params),
+                   "learning_rate": schedule(state.step)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  batch_stats=batch_stats)
+        return new_state, metrics
+
+    def eval_step(state: TrainState, batch):
+        if transform is not None:
+            batch = transform(batch, None, False)
+        outputs = eval_apply(model, _variables(state.params, state.batch_stats),
+                             normalize(batch["image"]))
+        sums = task.eval_fn(outputs, batch) if task.eval_fn else {}
+        per_example = {}
+        if task.output_fn is not None:
+            extra = {key: batch[key] for key in (data_base.MASK, data_base.INDEX) if key in batch}
+            per_example = {**task.output_fn(outputs, batch), **extra}
+        return sums, per_example
+
+    return train_step, eval_step
+
+
+def init_state(task: Task, tx: optax.GradientTransformation, seed: int) -> Callable:
+    """A function rng -> TrainState (to be jit-compiled with replicated out_shardings)."""
+    del seed  # the rng argument carries it
+    image_shape = tuple(task.dataset.image_shape)
+
+    def init(rng):
+        params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+        variables = task.model.init({"params": params_rng, "dropout": dropout_rng},
+                                    jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params), rng=jax.random.key_data(state_rng))
+
+    return init
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Everything derived from (config, task) before the first step."""
+
+    config: ml_collections.ConfigDict
+    task: Task
+    mesh: Mesh
+    steps_per_epoch: int
+    total_steps: int
+    eval_batch: int  # global eval batch, a multiple of the device count
+    schedule: optax.Schedule
+    tx: optax.GradientTransformation
+    init_fn: Callable  # rng -> TrainState, pure
+    rng: jax.Array
+    abstract_state: Any  # ShapeDtypeStructs with replicated shardings
+    train_fn: Callable  # pure train step
+    eval_fn: Callable  # pure eval step
+    train_step: Callable  # jit-compiled, state donated
+    eval_step: Callable  # jit-compiled; sums and outputs replicated (gathered on device)
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return sharding.replicated(self.mesh)
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        return sharding.batch_sharded(self.mesh)
+
+    def init_state(self) -> TrainState:
+        """A fresh state from config.seed, replicated over the mesh."""
+        return jax.jit(self.init_fn, out_shardings=self.replicated)(self.rng)
+
+    def to_global(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's batch -> global arrays sharded along the batch axis."""
+        return sharding.to_global(batch, self.mesh)
+
+
+def _normalizer(config: ml_collections.ConfigDict, dataset: Any) -> Callable:
+    if not config.normalize:
+        return data_base.normalizer(None, None)
+    return data_base.normalizer(dataset.mean, dataset.std)
+
+
+def build_program(
+    config: ml_collections.ConfigDict, task: Task, *, total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+) -> Program:
+    """Compile (config, task) into a Program; `total_steps`/`steps_per_epoch` override the
+    values derived from the config and the dataset (benchmarks, fixed-length studies)."""
+    check_keys(config)
+    check_task_keys(config.get("task") or {}, task.task_defaults)
+    dataset = task.dataset
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    # Eval pads its batches anyway, so round its size up to a multiple of the devices.
+    eval_batch = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
+    if steps_per_epoch is None:
+        steps_per_epoch = dataset.steps_per_epoch(config.batch_size)
+    if total_steps is None:
+        total_steps = to_steps(config, "train", steps_per_epoch)
+    if total_steps < 1:
+        raise ValueError(f"the run has {total_steps} steps; set train_steps or train_epochs > 0")
+    schedule = make_schedule(config, steps_per_epoch, total_steps)
+    tx = make_optimizer(config, schedule)
+    train_fn, eval_fn = make_steps(task, tx, schedule, _normalizer(config, dataset))
+    replicated, batched = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    init = init_state(task, tx, config.seed)
+    rng = jax.random.PRNGKey(config.seed)
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+        jax.eval_shape(init, rng))
+    return Program(
+        config=config, task=task, mesh=mesh, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, eval_batch=eval_batch, schedule=schedule, tx=tx,
+        init_fn=init, rng=rng, abstract_state=abstract, train_fn=train_fn, eval_fn=eval_fn,
+        train_step=jax.jit(train_fn, in_shardings=(replicated, batched),
+                           out_shardings=(replicated, replicated), donate_argnums=0),
+        eval_step=jax.jit(eval_fn, in_shardings=(replicated, batched),
+                          out_shardings=(replicated, replicated)),
+    )

@@ -1,0 +1,134 @@
+"""What a task hands the loop: model, data, loss, and how to evaluate (sums or gathered outputs).
+
+Two kinds of evaluation, and a task may use both:
+
+- `eval_fn(outputs, batch)` returns masked *sums* (plus `count`); the loop adds them over the
+  eval split and divides by the count (loss, accuracy, mean IoU).
+- `output_fn(outputs, batch)` returns *per-example* arrays (embeddings, decoded boxes,
+  activations). The loop gathers them from every device and process, drops the padding, keeps
+  dataset order, and feeds them batch by batch to an evaluator from `make_evaluator()`, whose
+  `result()` gives the metrics (mAP, k-fold verification accuracy, top-k patches).
+
+A task declares its own config keys (`task_defaults`); `config.task` may hold only those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcnn import data as data_lib
+from jaxcnn import losses, models
+from jaxcnn.train.config import unknown_keys_error
+
+LossFn = Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
+EvalFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
+OutputFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
+ApplyFn = Callable[[nn.Module, dict[str, Any], jax.Array], Any]
+
+
+class Evaluator(Protocol):
+    """Host-side metric over gathered per-example outputs, fed one eval batch at a time."""
+
+    def update(self, outputs: dict[str, np.ndarray]) -> None:
+        """One eval batch's outputs, from all hosts, padding removed, in dataset order."""
+
+    def result(self) -> dict[str, float]:
+        """The metrics over everything seen."""
+
+
+class GatherAll:
+    """An evaluator that keeps every output, orders it by `index`, and calls `metric_fn` once."""
+
+    def __init__(self, metric_fn: Callable[[dict[str, np.ndarray]], dict[str, float]]):
+        self.metric_fn = metric_fn
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def update(self, outputs: dict[str, np.ndarray]) -> None:
+        self.parts.append(outputs)
+
+    def gathered(self) -> dict[str, np.ndarray]:
+        """All outputs concatenated, sorted by `index` where the dataset gives one."""
+        return concatenate_outputs(self.parts)
+
+    def result(self) -> dict[str, float]:
+        return self.metric_fn(self.gathered())
+
+
+def concatenate_outputs(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate gathered batches; sort by the `index` key when present."""
+    if not parts:
+        return {}
+    merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    if "index" in merged:
+        order = np.argsort(merged["index"], kind="stable")
+        merged = {key: value[order] for key, value in merged.items()}
+    return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What to train and how to judge it (see the module docstring)."""
+
+    model: nn.Module
+    dataset: data_lib.Dataset
+    loss_fn: LossFn
+    eval_fn: EvalFn | None = None
+    output_fn: OutputFn | None = None
+    make_evaluator: Callable[[], Evaluator] | None = None
+    # How the eval step runs the model (default: model.apply(variables, x, train=False));
+    # e.g. to capture intermediate activations.
+    eval_apply: ApplyFn | None = None
+    task_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.eval_fn is None and self.output_fn is None:
+            raise ValueError("a Task needs eval_fn (masked sums) or output_fn (gathered outputs)")
+        if self.output_fn is not None and self.make_evaluator is None:
+            raise ValueError("a Task with output_fn needs make_evaluator (e.g. train.GatherAll)")
+
+
+def task_settings(
+    config: ml_collections.ConfigDict, defaults: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+    """`defaults` overridden by config.task; a key the task did not declare is an error."""
+    given = config.get("task") or {}
+    check_task_keys(given, defaults)
+    settings = ml_collections.ConfigDict(dict(defaults))
+    for key, value in given.items():
+        settings[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    return settings
+
+
+def check_task_keys(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raise naming every key of config.task that the task does not declare."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise unknown_keys_error("config.task", unknown, sorted(defaults))
+
+
+def classification_task(
+    config: ml_collections.ConfigDict, dataset: Any = None, model: nn.Module | None = None
+) -> Task:
+    """Cross-entropy on config.model (or `model`) over config.dataset (or `dataset`)."""
+    dataset = dataset or data_lib.get_dataset(
+        config.dataset, data_dir=config.data_dir, image_size=config.image_size,
+        augment=config.augment, download=config.download,
+    )
+    model = model or models.get_model(config.model, num_classes=dataset.num_classes,
+                                      dtype=jnp.dtype(config.dtype), **config.model_kwargs)
+    smoothing = config.label_smoothing
+    return Task(
+        model=model,
+        dataset=dataset,
+        loss_fn=lambda out, batch: losses.classification_loss(out, batch["label"], smoothing),
+        eval_fn=lambda out, batch: losses.classification_eval_sums(
+            out, batch["label"], batch["mask"]),
+    )
