@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from jaxcnn.data.arrays import Batch, _local_batch
+from jaxcnn.data.arrays import Batch
+from jaxcnn.data.base import local_batch_size as _local_batch
 
 LECTURE_CLASSES = ("pedestrian", "car", "motorcycle")  # class ids 0, 1, 2; pc = 0 is background
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
