@@ -36,7 +36,9 @@ TASK_DEFAULTS: dict[str, Any] = {
     "iou_threshold": 0.45,  # NMS
     "score_threshold": 0.01,
     "max_detections": 50,
-    "class_names": (),  # filled from the dataset
+    "class_names": (),  # a YOLO-txt folder's class names (VOC folders name their classes)
+    "synthetic_train": 4000,  # scenes generated for config.dataset="synthetic_scenes"
+    "synthetic_test": 1000,
 }
 
 
@@ -198,7 +200,8 @@ def dataset_from_config(config: Any, settings: Any) -> Any:
     dataset = get_detection_dataset(
         config.dataset, image_size=config.image_size, data_dir=config.data_dir,
         class_names=tuple(settings.class_names) or None, augment=config.augment or "flip",
-        download=config.download)
+        download=config.download, num_train=settings.synthetic_train,
+        num_test=settings.synthetic_test)
     if dataset.num_train == 0 or dataset.num_eval == 0:
         raise ValueError(f"detection dataset {config.dataset!r} has {dataset.num_train} train and "
                          f"{dataset.num_eval} test images; both splits need images")
@@ -268,3 +271,15 @@ def yolo_task(config: Any, dataset: Any = None) -> tuple[Any, DetectorSpec]:
                           lambda out: map_metrics(out, spec.class_names)),
                       task_defaults=TASK_DEFAULTS)
     return task, spec
+
+
+def constant_baseline(dataset: Any, class_names: Sequence[str]) -> dict[str, float]:
+    """mAP of predicting the mean training box, with full confidence and the most common
+    training class, on every test image (the floor a detector must beat)."""
+    valid = dataset.classes_train >= 0
+    mean_box = dataset.boxes_train[valid].mean(0)
+    common = int(np.bincount(dataset.classes_train[valid]).argmax())
+    n = dataset.num_eval
+    return map_metrics({"det_boxes": np.tile(mean_box, (n, 1, 1)), "det_scores": np.ones((n, 1)),
+                        "det_classes": np.full((n, 1), common), "boxes": dataset.boxes_test,
+                        "classes": dataset.classes_test}, class_names)
