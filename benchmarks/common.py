@@ -22,12 +22,20 @@ for _d in (18, 34, 50, 101, 152):
     DEFAULTS[f"resnet{_d}_cifar"] = (32, (32, 32, 3))
 for _d in (20, 32, 44, 56, 110):
     DEFAULTS[f"resnet{_d}_cifar"] = (128, (32, 32, 3))
-FALLBACK = (32, (64, 64, 3))
+FALLBACK_BATCH, FALLBACK_SIDE = 32, 64
 
 
 def model_config(name: str, batch: int, image: str | None) -> tuple[int, tuple[int, int, int]]:
-    """The batch and (H, W, C) to run `name` at: the given values where set, else DEFAULTS."""
-    default_batch, default_shape = DEFAULTS.get(name, FALLBACK)
+    """The batch and (H, W, C) to run `name` at: the given values where set, else DEFAULTS,
+    else the registry's native input (jaxcnn.models.model_info) capped at FALLBACK_SIDE."""
+    if name in DEFAULTS:
+        default_batch, default_shape = DEFAULTS[name]
+    else:
+        from jaxcnn import models
+
+        h, w, c = models.model_info(name).input_shape
+        default_batch = FALLBACK_BATCH
+        default_shape = (min(h, FALLBACK_SIDE), min(w, FALLBACK_SIDE), c)
     shape = tuple(int(v) for v in image.split(",")) if image else default_shape
     if len(shape) != 3:
         raise ValueError(f"input must be H,W,C; received {image!r}")

@@ -1,10 +1,11 @@
-r"""Micro-benchmarks behind layers.py's choices: max pooling and convolution gradients.
+r"""Micro-benchmarks behind jaxcnn/kernels/xla_cpu.py: max pooling and convolution gradients.
 
   python benchmarks/ops.py
 
 Times, in one process with interleaved repeats (median ms), forward and gradient of
-  - max pooling: reduce_window + select_and_scatter (XLA's) vs layers.pool2d (fused views);
-  - convolution: each algorithm of layers.CONV_IMPLS, forward and gradients w.r.t. input
+  - max pooling: reduce_window + select_and_scatter (kernels "xla") vs the fused views
+    (kernels "xla_cpu"), both through layers.pool2d;
+  - convolution: each algorithm of kernels.KERNELS, forward and gradients w.r.t. input
     and kernel, at the shapes of LeNet-5 and of a CIFAR ResNet's first stage.
 """
 
@@ -40,16 +41,6 @@ CONVS = [
 ]
 
 
-def reduce_window_max(x, window, stride, pad, ceil_mode):
-    """XLA's max pool: reduce_window (its gradient is select_and_scatter)."""
-    from jaxcnn.models import layers
-
-    pads = [(pad, pad + (layers._ceil_extra(x.shape[a], window, stride, pad, pad)
-                         if ceil_mode else 0)) for a in (1, 2)]
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                                 (1, stride, stride, 1), [(0, 0), *pads, (0, 0)])
-
-
 def timed(functions: dict[str, tuple[Callable, tuple]]) -> dict[str, float]:
     """Median ms per call of each (jitted fn, args), repeats interleaved across functions."""
     for fn, args in functions.values():
@@ -72,10 +63,9 @@ def pool_functions(rng: np.random.Generator) -> dict[str, tuple[Callable, tuple]
     for name, shape, window, stride, pad, ceil_mode in POOLS:
         x = jnp.asarray(np.maximum(rng.standard_normal(shape), 0), jnp.float32)
         impls = {
-            "reduce_window": lambda x, w=window, s=stride, p=pad, c=ceil_mode:
-                reduce_window_max(x, w, s, p, c),
-            "pool2d": lambda x, w=window, s=stride, p=pad, c=ceil_mode:
-                layers.pool2d(x, "max", w, s, ((p, p), (p, p)), c),
+            kernels: lambda x, w=window, s=stride, p=pad, c=ceil_mode, k=kernels:
+                layers.pool2d(x, "max", w, s, ((p, p), (p, p)), c, k)
+            for kernels in ("xla", "xla_cpu")
         }
         for impl, fn in impls.items():
             cotangent = jnp.ones(jax.eval_shape(fn, x).shape, jnp.float32)
@@ -86,7 +76,7 @@ def pool_functions(rng: np.random.Generator) -> dict[str, tuple[Callable, tuple]
 
 
 def conv_functions(rng: np.random.Generator) -> dict[str, tuple[Callable, tuple]]:
-    from jaxcnn.models import layers
+    from jaxcnn import kernels
 
     functions = {}
     for name, shape, kernel_shape, stride, padding in CONVS:
@@ -94,7 +84,7 @@ def conv_functions(rng: np.random.Generator) -> dict[str, tuple[Callable, tuple]
         w = jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32)
         numbers = jax.lax.conv_dimension_numbers(shape, kernel_shape, ("NHWC", "HWIO", "NHWC"))
         for impl in ("xla", "taps", "patches", "im2col_grad"):
-            def conv(x, w, fn=layers.conv_impl(impl), s=stride, p=padding, dn=numbers):
+            def conv(x, w, fn=kernels.get(impl).conv, s=stride, p=padding, dn=numbers):
                 return fn(x, w, (s, s), p, dimension_numbers=dn)
 
             g = jnp.ones(jax.eval_shape(conv, x, w).shape, jnp.float32)

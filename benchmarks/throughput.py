@@ -51,6 +51,9 @@ flags.DEFINE_bool("inference", True, "also time inference (eval-mode forward)")
 flags.DEFINE_string("json", None, "append one JSON line per model to this file")
 flags.DEFINE_list("jax_variants", [], "extra jaxcnn workers with model kwargs, each "
                   "'key=value;key=value' (e.g. conv_impl=xla), timed in the same rounds")
+flags.DEFINE_string("baseline_root", None, "another checkout of this repository (e.g. a "
+                    "`git worktree` of an earlier commit): its jaxcnn worker is timed in the "
+                    "same rounds as kind 'baseline' (reported as this tree/baseline)")
 flags.DEFINE_string("worker", None, "internal: run as a worker (jax[:kwargs] | torch | "
                     "torch_compile)")
 
@@ -200,15 +203,16 @@ class Worker:
     """One worker process, spoken to in JSON lines."""
 
     def __init__(self, kind: str, name: str, batch: int, shape: tuple[int, int, int],
-                 num_classes: int, env: dict[str, str] | None = None):
+                 num_classes: int, env: dict[str, str] | None = None, root: str = ROOT):
         self.kind = kind
         self.log = tempfile.TemporaryFile(mode="w+")
-        args = [sys.executable, os.path.abspath(__file__), f"--worker={kind}", f"--model={name}",
-                f"--batch={batch}", f"--input={','.join(map(str, shape))}",
+        script = os.path.join(root, "benchmarks", "throughput.py")
+        args = [sys.executable, script, f"--worker={'jax' if kind == 'baseline' else kind}",
+                f"--model={name}", f"--batch={batch}", f"--input={','.join(map(str, shape))}",
                 f"--num_classes={num_classes}"]
-        full_env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        full_env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True, env=full_env, cwd=ROOT)
+                                        stderr=self.log, text=True, env=full_env, cwd=root)
         self.info = self._read()
 
     def _read(self) -> dict[str, Any]:
@@ -296,7 +300,9 @@ def measure(name: str, batch: int, shape: tuple[int, int, int], num_classes: int
             kinds: tuple[str, ...], rounds: int, block_seconds: float,
             inference: bool) -> dict[str, Any]:
     """Start one worker per framework and time alternating blocks; medians per framework."""
-    workers = {kind: Worker(kind, name, batch, shape, num_classes) for kind in kinds}
+    workers = {kind: Worker(kind, name, batch, shape, num_classes,
+                            root=FLAGS.baseline_root if kind == "baseline" else ROOT)
+               for kind in kinds}
     result: dict[str, Any] = {"model": name, "batch": batch, "input": list(shape)}
     live = {kind: w for kind, w in workers.items() if w.ok}
     modes = ("train", "infer") if inference else ("train",)
@@ -392,7 +398,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("give --model, --models or --all")
     kinds = ("jax",) + (("torch",) if FLAGS.torch else ()) + (
         ("torch_compile",) if FLAGS.torch_compile else ()) + tuple(
-        f"jax:{variant}" for variant in FLAGS.jax_variants)
+        f"jax:{variant}" for variant in FLAGS.jax_variants) + (
+        ("baseline",) if FLAGS.baseline_root else ())
     info = machine()
     peak = matmul_peak()
     info.update(peak)
@@ -409,7 +416,7 @@ def main(argv: list[str]) -> None:
         for kind in kinds:
             if "error" in result.get(kind, {}):
                 print(f"  {kind} failed: {result[kind]['error'][:300]}", flush=True)
-            elif kind.startswith("jax:"):
+            elif kind.startswith("jax:") or kind == "baseline":
                 print("  " + variant_line(kind, result), flush=True)
         if FLAGS.json:
             with open(FLAGS.json, "a") as f:

@@ -1,7 +1,10 @@
-"""The registry's networks written in plain PyTorch (NCHW), for side-by-side benchmarks.
+"""The one PyTorch reference of the registry's networks (NCHW), for the benchmarks and tests.
 
 `build(name, num_classes, image_shape)` mirrors `jaxcnn.models.get_model(name, ...)`: the
-same layers, widths, paddings, pooling modes and dropout, so parameter counts agree.
+same layers, widths, paddings, pooling modes and dropout, so parameter counts agree. Module
+and state-dict names are torchvision's (AlexNet, VGG, ResNet, GoogLeNet), so
+`jaxcnn.convert.from_torchvision` loads their state dicts (tests/test_convert.py).
+torchvision itself is not a dependency.
 """
 
 from __future__ import annotations
@@ -81,30 +84,32 @@ class VGG(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Basic or bottleneck block; projection (1x1 conv + BN) or zero-padding shortcut."""
+    """torchvision's BasicBlock / Bottleneck (conv1, bn1, conv2, bn2[, conv3, bn3],
+    downsample.0/1), or a zero-padding shortcut (no downsample) for He et al.'s CIFAR nets."""
 
     def __init__(self, cin: int, width: int, stride: int, bottleneck: bool, zeropad: bool):
         super().__init__()
         out = width * 4 if bottleneck else width
         specs = ([(cin, width, 1, 1), (width, width, 3, stride), (width, out, 1, 1)]
                  if bottleneck else [(cin, width, 3, stride), (width, width, 3, 1)])
-        self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, k, s, k // 2, bias=False) for a, b, k, s in specs)
-        self.bns = nn.ModuleList(nn.BatchNorm2d(b) for _, b, _, _ in specs)
+        self.depth = len(specs)
+        for i, (a, b, k, s) in enumerate(specs, start=1):
+            setattr(self, f"conv{i}", nn.Conv2d(a, b, k, s, k // 2, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(b))
         self.stride, self.extra = stride, out - cin
-        self.project = None
+        self.downsample = None
         if (stride != 1 or cin != out) and not zeropad:
-            self.project = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                         nn.BatchNorm2d(out))
+            self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
+                                            nn.BatchNorm2d(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
-            y = bn(conv(y))
-            if i < len(self.convs) - 1:
+        for i in range(1, self.depth + 1):
+            y = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(y))
+            if i < self.depth:
                 y = torch.relu(y)
-        if self.project is not None:
-            x = self.project(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
         elif self.stride != 1 or self.extra:
             x = x[:, :, ::self.stride, ::self.stride]
             x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
@@ -116,28 +121,32 @@ RESNET_DEPTHS = {18: ((2, 2, 2, 2), False), 34: ((3, 4, 6, 3), False), 50: ((3, 
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNets (7x7/2 stem + max pool, or the 3x3/1 CIFAR stem) and He et al.'s
-    CIFAR ResNets (3 stages of 16/32/64 channels, zero-padding shortcuts)."""
+    """torchvision's ResNets (conv1, bn1, maxpool, layer1..layer4, fc; or the 3x3/1 CIFAR stem
+    without max pool) and He et al.'s CIFAR ResNets (3 stages of 16/32/64, zero-padding)."""
 
     def __init__(self, sizes, bottleneck: bool, widths, cifar_stem: bool, zeropad: bool,
                  num_classes: int, in_channels: int):
         super().__init__()
-        stem = (nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False) if cifar_stem
-                else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False))
-        layers = [stem, nn.BatchNorm2d(widths[0]), nn.ReLU()]
-        if not cifar_stem:
-            layers.append(nn.MaxPool2d(3, 2, 1))
+        self.conv1 = (nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False) if cifar_stem
+                      else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False))
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.Identity() if cifar_stem else nn.MaxPool2d(3, 2, 1)
         channels = widths[0]
-        for s, (blocks, width) in enumerate(zip(sizes, widths)):
+        for s, (blocks, width) in enumerate(zip(sizes, widths, strict=True), start=1):
+            stage = []
             for b in range(blocks):
-                stride = 2 if s > 0 and b == 0 else 1
-                layers.append(ResidualBlock(channels, width, stride, bottleneck, zeropad))
+                stride = 2 if s > 1 and b == 0 else 1
+                stage.append(ResidualBlock(channels, width, stride, bottleneck, zeropad))
                 channels = width * 4 if bottleneck else width
-        self.trunk = nn.Sequential(*layers)
+            setattr(self, f"layer{s}", nn.Sequential(*stage))
+        self.num_stages = len(sizes)
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.trunk(x).mean(dim=(2, 3)))
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        for s in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{s}")(x)
+        return self.fc(x.mean(dim=(2, 3)))
 
 
 def local_response_norm(x: torch.Tensor) -> torch.Tensor:
@@ -145,11 +154,12 @@ def local_response_norm(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
 
 
-class ConvUnit(nn.Module):
-    """Conv + ReLU (paper, with bias) or conv (no bias) + BN(eps 1e-3) + ReLU (torchvision)."""
+class BasicConv2d(nn.Module):
+    """torchvision's BasicConv2d (conv without bias, bn eps 1e-3, ReLU), or the paper's conv
+    with bias + ReLU (no bn)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0,
-                 batch_norm: bool = False):
+                 batch_norm: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=not batch_norm)
         self.bn = nn.BatchNorm2d(cout, eps=1e-3) if batch_norm else nn.Identity()
@@ -159,55 +169,92 @@ class ConvUnit(nn.Module):
 
 
 class Inception(nn.Module):
-    """1x1 | 1x1->3x3 | 1x1->5x5 (or 3x3) | maxpool->1x1, concatenated on channels."""
+    """branch1 1x1 | branch2 1x1->3x3 | branch3 1x1->5x5 (3x3 in torchvision) | branch4
+    maxpool->1x1, concatenated on channels."""
 
     def __init__(self, cin: int, spec, batch_norm: bool, five: int):
         super().__init__()
         c1, c3r, c3, c5r, c5, pool = spec
-        self.b1 = ConvUnit(cin, c1, batch_norm=batch_norm)
-        self.b2 = nn.Sequential(ConvUnit(cin, c3r, batch_norm=batch_norm),
-                                ConvUnit(c3r, c3, 3, padding=1, batch_norm=batch_norm))
-        self.b3 = nn.Sequential(ConvUnit(cin, c5r, batch_norm=batch_norm),
-                                ConvUnit(c5r, c5, five, padding=five // 2, batch_norm=batch_norm))
-        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True),
-                                ConvUnit(cin, pool, batch_norm=batch_norm))
+        self.branch1 = BasicConv2d(cin, c1, batch_norm=batch_norm)
+        self.branch2 = nn.Sequential(BasicConv2d(cin, c3r, batch_norm=batch_norm),
+                                     BasicConv2d(c3r, c3, 3, padding=1, batch_norm=batch_norm))
+        self.branch3 = nn.Sequential(
+            BasicConv2d(cin, c5r, batch_norm=batch_norm),
+            BasicConv2d(c5r, c5, five, padding=five // 2, batch_norm=batch_norm))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True),
+                                     BasicConv2d(cin, pool, batch_norm=batch_norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+        branches = (self.branch1, self.branch2, self.branch3, self.branch4)
+        return torch.cat([branch(x) for branch in branches], 1)
+
+
+class InceptionAux(nn.Module):
+    """Auxiliary head: avg pool to 4x4 (the paper's 5x5/3, or torchvision's adaptive), conv
+    (128), fc1 (1024) + ReLU, dropout 0.7, fc2."""
+
+    def __init__(self, cin: int, num_classes: int, batch_norm: bool):
+        super().__init__()
+        self.paper_pool = not batch_norm
+        self.conv = BasicConv2d(cin, 128, batch_norm=batch_norm)
+        self.fc1, self.fc2 = nn.Linear(2048, 1024), nn.Linear(1024, num_classes)
+        self.dropout = nn.Dropout(0.7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (nn.functional.avg_pool2d(x, 5, 3) if self.paper_pool
+             else nn.functional.adaptive_avg_pool2d(x, (4, 4)))
+        x = torch.relu(self.fc1(torch.flatten(self.conv(x), 1)))
+        return self.fc2(self.dropout(x))
 
 
 class GoogLeNet(nn.Module):
     """The paper's GoogLeNet (biases, LRN, 5x5, dropout 0.4) or torchvision's (BN, 3x3, 0.2),
-    without the auxiliary heads (the registry's default)."""
+    with torchvision's names; with aux_logits, forward returns (logits, aux1, aux2)."""
 
-    def __init__(self, batch_norm: bool, num_classes: int, in_channels: int):
+    def __init__(self, batch_norm: bool, num_classes: int, in_channels: int,
+                 aux_logits: bool = False):
         super().__init__()
-        from jaxcnn.models.inception import BLOCKS, POOL_AFTER
+        from jaxcnn.models.inception import AUX_AFTER, BLOCKS, POOL_AFTER
 
         five, self.lrn = (3, False) if batch_norm else (5, True)
-        self.conv1 = ConvUnit(in_channels, 64, 7, 2, 3, batch_norm)
-        self.conv2 = ConvUnit(64, 64, batch_norm=batch_norm)
-        self.conv3 = ConvUnit(64, 192, 3, padding=1, batch_norm=batch_norm)
-        blocks: list[nn.Module] = []
+        self.conv1 = BasicConv2d(in_channels, 64, 7, 2, 3, batch_norm)
+        self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = BasicConv2d(64, 64, batch_norm=batch_norm)
+        self.conv3 = BasicConv2d(64, 192, 3, padding=1, batch_norm=batch_norm)
+        self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.order: list[str] = []
         channels = 192
         for name, spec in BLOCKS.items():
-            blocks.append(Inception(channels, spec, batch_norm, five))
+            setattr(self, name, Inception(channels, spec, batch_norm, five))
+            self.order.append(name)
             channels = spec[0] + spec[2] + spec[4] + spec[5]
+            if name in AUX_AFTER and aux_logits:
+                setattr(self, AUX_AFTER[name], InceptionAux(channels, num_classes, batch_norm))
+                self.order.append(AUX_AFTER[name])
             if name in POOL_AFTER:
-                blocks.append(nn.MaxPool2d(POOL_AFTER[name][1], 2, ceil_mode=True))
-        self.blocks = nn.Sequential(*blocks)
+                pool_name, window = POOL_AFTER[name]
+                setattr(self, pool_name, nn.MaxPool2d(window, 2, ceil_mode=True))
+                self.order.append(pool_name)
+        self.aux_logits = aux_logits
         self.dropout = nn.Dropout(0.2 if batch_norm else 0.4)
         self.fc = nn.Linear(channels, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.max_pool2d(self.conv1(x), 3, 2, ceil_mode=True)
+    def forward(self, x: torch.Tensor):
+        x = self.maxpool1(self.conv1(x))
         if self.lrn:
             x = local_response_norm(x)
         x = self.conv3(self.conv2(x))
         if self.lrn:
             x = local_response_norm(x)
-        x = self.blocks(nn.functional.max_pool2d(x, 3, 2, ceil_mode=True))
-        return self.fc(self.dropout(x.mean(dim=(2, 3))))
+        x = self.maxpool2(x)
+        aux = []
+        for name in self.order:
+            if name.startswith("aux"):
+                aux.append(getattr(self, name)(x))
+            else:
+                x = getattr(self, name)(x)
+        logits = self.fc(self.dropout(x.mean(dim=(2, 3))))
+        return (logits, *aux) if self.aux_logits else logits
 
 
 Builder = Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> module

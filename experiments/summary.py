@@ -1,6 +1,7 @@
 """Print a registry model's per-layer table: activation shapes and sizes, #params, MACs.
 
     python -m experiments.summary --model=lenet5 --input=32,32,1 --num_classes=10
+    python -m experiments.summary --model=resnet50   # its native 224x224x3 input, 1000 classes
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from jaxcnn import counting, models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "lenet5", "Registered model name (see jaxcnn.models.list_models()).")
-flags.DEFINE_list("input", ["224", "224", "3"], "Input shape H,W,C (no batch dimension).")
-flags.DEFINE_integer("num_classes", 1000, "Number of output classes.")
+flags.DEFINE_list("input", None, "Input shape H,W,C (no batch dimension); default: the "
+                  "model's native input (jaxcnn.models.model_info).")
+flags.DEFINE_integer("num_classes", None, "Number of output classes; default: the model's.")
 
 
 def parse_input(values: Sequence[str]) -> tuple[int, int, int]:
@@ -29,8 +31,13 @@ def parse_input(values: Sequence[str]) -> tuple[int, int, int]:
     return shape
 
 
-def render(model_name: str, input_shape: Sequence[int], num_classes: int) -> str:
-    """The summary table of `model_name` on one input of `input_shape`, plus totals."""
+def render(model_name: str, input_shape: Sequence[int] | None = None,
+           num_classes: int | None = None) -> str:
+    """The summary table of `model_name` on one input of `input_shape`, plus totals (None:
+    the model's native input size and default number of classes)."""
+    info = models.model_info(model_name)
+    input_shape = tuple(input_shape or info.input_shape)
+    num_classes = num_classes or info.num_classes
     model = models.get_model(model_name, num_classes=num_classes)
     rows = counting.summary(model, input_shape)
     params, macs = counting.total_params(rows), counting.total_macs(rows)
@@ -47,7 +54,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     common.quiet_logging()
     try:
-        print(render(FLAGS.model, parse_input(FLAGS.input), FLAGS.num_classes))
+        shape = parse_input(FLAGS.input) if FLAGS.input else None
+        print(render(FLAGS.model, shape, FLAGS.num_classes))
     except ValueError as error:  # unknown model, input too small: a usage error, not a crash
         raise app.UsageError(str(error)) from error
 

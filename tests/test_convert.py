@@ -11,126 +11,16 @@ from jaxcnn import convert, models
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from benchmarks import torch_models  # noqa: E402  (AlexNet, VGG: torchvision's layouts)
+from benchmarks import torch_models  # noqa: E402  (the one torch reference, torchvision names)
 
 torch.set_grad_enabled(False)
 
 
-# --- the torchvision layouts, written out in plain torch.nn (torchvision is not a dependency)
 
 
-class TorchBlock(nn.Module):
-    def __init__(self, cin: int, width: int, stride: int, bottleneck: bool):
-        super().__init__()
-        out = width * 4 if bottleneck else width
-        specs = ([(cin, width, 1, 1), (width, width, 3, stride), (width, out, 1, 1)]
-                 if bottleneck else [(cin, width, 3, stride), (width, width, 3, 1)])
-        self.depth = len(specs)
-        for i, (a, b, k, s) in enumerate(specs, start=1):
-            setattr(self, f"conv{i}", nn.Conv2d(a, b, k, s, padding=k // 2, bias=False))
-            setattr(self, f"bn{i}", nn.BatchNorm2d(b))
-        self.downsample = None
-        if stride != 1 or cin != out:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                            nn.BatchNorm2d(out))
-
-    def forward(self, x):
-        y = x
-        for i in range(1, self.depth + 1):
-            y = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(y))
-            if i < self.depth:
-                y = torch.relu(y)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(y + shortcut)
-
-
-class TorchResNet(nn.Module):
-    def __init__(self, sizes, bottleneck: bool, num_classes: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        channels = 64
-        for s, (blocks, width) in enumerate(zip(sizes, (64, 128, 256, 512), strict=True), start=1):
-            stage = []
-            for b in range(blocks):
-                stage.append(TorchBlock(channels, width, 2 if s > 1 and b == 0 else 1, bottleneck))
-                channels = width * 4 if bottleneck else width
-            setattr(self, f"layer{s}", nn.Sequential(*stage))
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-        for s in range(1, 5):
-            x = getattr(self, f"layer{s}")(x)
-        return self.fc(x.mean(dim=(2, 3)))
-
-
-class BasicConv(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=0.001)
-
-    def forward(self, x):
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class TorchInception(nn.Module):
-    def __init__(self, cin, c1, c3r, c3, c5r, c5, pool_proj):
-        super().__init__()
-        self.branch1 = BasicConv(cin, c1)
-        self.branch2 = nn.Sequential(BasicConv(cin, c3r), BasicConv(c3r, c3, 3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv(cin, c5r), BasicConv(c5r, c5, 3, padding=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True),
-                                     BasicConv(cin, pool_proj))
-
-    def forward(self, x):
-        branches = (self.branch1, self.branch2, self.branch3, self.branch4)
-        return torch.cat([branch(x) for branch in branches], 1)
-
-
-class TorchAux(nn.Module):
-    def __init__(self, cin: int, num_classes: int):
-        super().__init__()
-        self.conv = BasicConv(cin, 128)
-        self.fc1 = nn.Linear(2048, 1024)
-        self.fc2 = nn.Linear(1024, num_classes)
-
-    def forward(self, x):
-        x = self.conv(nn.functional.adaptive_avg_pool2d(x, (4, 4)))
-        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))  # dropout off for the test
-
-
-class TorchGoogLeNet(nn.Module):
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.conv1 = BasicConv(3, 64, 7, 2, 3)
-        self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = BasicConv(64, 64)
-        self.conv3 = BasicConv(64, 192, 3, padding=1)
-        self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        channels = 192
-        for name in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
-            spec = models.inception.BLOCKS[f"inception{name}"]
-            setattr(self, f"inception{name}", TorchInception(channels, *spec))
-            channels = spec[0] + spec[2] + spec[4] + spec[5]
-        self.maxpool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.maxpool4 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.aux1 = TorchAux(512, num_classes)
-        self.aux2 = TorchAux(528, num_classes)
-        self.fc = nn.Linear(1024, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
-        x = self.maxpool3(self.inception3b(self.inception3a(x)))
-        x = self.inception4a(x)
-        aux1 = self.aux1(x)
-        x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x)
-        x = self.maxpool4(self.inception4e(x))
-        x = self.inception5b(self.inception5a(x))
-        return self.fc(x.mean(dim=(2, 3))), aux1, aux2
+def _resnet(depth: int, num_classes: int) -> nn.Module:
+    """torchvision's ImageNet ResNet-`depth` (the benchmarks' reference, torchvision names)."""
+    return torch_models.build(f"resnet{depth}", num_classes, (224, 224, 3))
 
 
 # --- helpers
@@ -182,15 +72,15 @@ def test_vgg11_matches_torch(batch_norm):
 
 
 def test_resnet18_matches_torch():
-    _compare("resnet18", _randomize(TorchResNet((2, 2, 2, 2), False, 10), 2), side=64)
+    _compare("resnet18", _randomize(_resnet(18, 10), 2), side=64)
 
 
 def test_resnet50_matches_torch():
-    _compare("resnet50", _randomize(TorchResNet((3, 4, 6, 3), True, 10), 3), side=64)
+    _compare("resnet50", _randomize(_resnet(50, 10), 3), side=64)
 
 
 def test_googlenet_bn_matches_torch_including_aux_heads():
-    torch_model = _randomize(TorchGoogLeNet(10), 4)
+    torch_model = _randomize(torch_models.GoogLeNet(True, 10, 3, aux_logits=True), 4)
     variables = _compare("googlenet_bn", torch_model, side=64, aux_logits=True)
     # The aux heads only run in train mode; check each head on its own in eval mode, on a
     # 5x5 map so that the 4x4 adaptive pool and fc1's NCHW->NHWC permutation both matter.
@@ -205,7 +95,7 @@ def test_googlenet_bn_matches_torch_including_aux_heads():
 
 
 def test_from_a_saved_pth_file(tmp_path):
-    torch_model = _randomize(TorchResNet((2, 2, 2, 2), False, 3), 5)
+    torch_model = _randomize(_resnet(18, 3), 5)
     path = tmp_path / "resnet18.pth"
     torch.save(torch_model.state_dict(), path)
     variables = convert.from_torchvision("resnet18", path)
@@ -222,7 +112,7 @@ def test_from_a_saved_pth_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def resnet18_state():
-    return {k: v.numpy() for k, v in TorchResNet((2, 2, 2, 2), False, 4).state_dict().items()}
+    return {k: v.numpy() for k, v in _resnet(18, 4).state_dict().items()}
 
 
 def test_missing_key_is_named(resnet18_state):

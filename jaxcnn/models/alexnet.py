@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,8 +10,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import AdaptiveAvgPool, MaxPool, check_image, min_input_side
-from jaxcnn.models.registry import register
+from jaxcnn import kernels
+from jaxcnn.models.layers import AdaptiveAvgPool, MaxPool, check_image, conv_fn, min_input_side
+from jaxcnn.models.registry import TrunkInfo, register
 
 # (name, features, kernel, stride, padding, max-pool after it)
 CONVS: tuple[tuple[str, int, int, int, int, bool], ...] = (
@@ -42,12 +44,33 @@ class AlexNet(nn.Module):
     whatever the previous kept layer produced (flax infers its input width), and the three
     max pools stay where they are. A dropped fc also drops the dropout in front of it.
     Sown intermediates (after ReLU): relu1..relu5 (convs), relu6, relu7 (fcs).
+    `conv_impl` names the convolution and max-pool kernels (jaxcnn.kernels). The trunk
+    (include_top=False) is torchvision's `features`, ending at pool5 (stride 32, 256
+    channels); avgpool and fc6..fc8 are the classifier.
     """
 
     num_classes: int = 1000
     drop_layers: Sequence[int] = ()
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
+    conv_impl: str = kernels.DEFAULT
+    include_top: bool = True
+
+    def trunk_info(self) -> TrunkInfo:
+        """(stride, channels) of pool5's output (the last kept conv's channels)."""
+        dropped = self._validate()
+        kept = [conv for n, conv in enumerate(CONVS, start=1) if n not in dropped]
+        if not kept:
+            raise ValueError("trunk_info: with every conv dropped the trunk's channels are the "
+                             f"input's; received drop_layers={tuple(self.drop_layers)}")
+        stride = math.prod(step[1] for step in _trunk_steps(dropped))
+        return TrunkInfo(stride, kept[-1][1])
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The sown activations, in network order (the trunk's only)."""
+        dropped = self._validate()
+        last = 7 if self.include_top else 5
+        return tuple(f"relu{n}" for n in range(1, last + 1) if n not in dropped)
 
     def _validate(self) -> tuple[int, ...]:
         dropped = tuple(sorted(set(self.drop_layers)))
@@ -67,11 +90,14 @@ class AlexNet(nn.Module):
         for number, (name, features, kernel, stride, pad, pooled) in enumerate(CONVS, start=1):
             if number not in dropped:
                 x = nn.Conv(features, (kernel, kernel), (stride, stride),
-                            padding=((pad, pad), (pad, pad)), name=name, **layer)(x)
+                            padding=((pad, pad), (pad, pad)), name=name,
+                            conv_general_dilated=conv_fn(self.conv_impl), **layer)(x)
                 x = nn.relu(x)
                 self.sow("intermediates", f"relu{number}", x)
             if pooled:
-                x = MaxPool(3, 2, name=f"pool{number}")(x)
+                x = MaxPool(3, 2, conv_impl=self.conv_impl, name=f"pool{number}")(x)
+        if not self.include_top:
+            return x
         x = AdaptiveAvgPool((6, 6), name="avgpool")(x)
         # torch flattens NCHW; we flatten NHWC (convert.py permutes fc6's rows to match).
         x = x.reshape(x.shape[0], -1)
@@ -84,9 +110,10 @@ class AlexNet(nn.Module):
         return nn.Dense(self.num_classes, name="fc8", **layer)(x).astype(jnp.float32)
 
 
-@register("alexnet")
+@register("alexnet", input_shape=(224, 224, 3), num_classes=1000)
 def alexnet(num_classes: int = 1000, **kwargs: Any) -> AlexNet:
-    """torchvision AlexNet (61,100,840 params at 1000 classes); kwargs: drop_layers, dtype."""
+    """torchvision AlexNet (61,100,840 params at 1000 classes); kwargs: drop_layers,
+    dropout_rate, conv_impl, dtype, include_top."""
     if "drop_layers" in kwargs:
         kwargs["drop_layers"] = tuple(kwargs["drop_layers"])
     return AlexNet(num_classes=num_classes, **kwargs)

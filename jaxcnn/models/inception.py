@@ -8,15 +8,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn import kernels
 from jaxcnn.models.layers import (
     AdaptiveAvgPool,
     AvgPool,
     MaxPool,
     check_image,
-    conv_impl,
+    conv_fn,
     min_input_side,
 )
-from jaxcnn.models.registry import register
+from jaxcnn.models.registry import TrunkInfo, register
 
 # Table 1 of the paper: name -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).
 BLOCKS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -60,7 +61,7 @@ class ConvUnit(nn.Module):
     padding: int = 0
     batch_norm: bool = False
     dtype: Any = jnp.float32
-    conv_impl: str = "auto"  # layers.CONV_IMPLS; "auto" is the fastest measured on CPU
+    conv_impl: str = kernels.DEFAULT  # the convolution's kernels (jaxcnn.kernels)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -68,7 +69,7 @@ class ConvUnit(nn.Module):
         x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                     padding=pad, use_bias=not self.batch_norm, name="conv", dtype=self.dtype,
                     param_dtype=jnp.float32,
-                    conv_general_dilated=conv_impl(self.conv_impl))(x)
+                    conv_general_dilated=conv_fn(self.conv_impl))(x)
         if self.batch_norm:
             x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
                              name="bn", dtype=self.dtype, param_dtype=jnp.float32)(x)
@@ -79,7 +80,8 @@ class InceptionBlock(nn.Module):
     """Four parallel branches concatenated on channels: 1x1 | 1x1->3x3 | 1x1->5x5 | pool->1x1.
 
     The output has ch1x1 + ch3x3 + ch5x5 + pool_proj channels and the input's H, W.
-    `five_kernel=3` reproduces torchvision's 3x3 conv in the "5x5" branch.
+    `five_kernel=3` reproduces torchvision's 3x3 conv in the "5x5" branch. `conv_impl` names
+    the convolution and max-pool kernels (jaxcnn.kernels).
     """
 
     ch1x1: int
@@ -91,17 +93,19 @@ class InceptionBlock(nn.Module):
     batch_norm: bool = False
     five_kernel: int = 5
     dtype: Any = jnp.float32
+    conv_impl: str = kernels.DEFAULT
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        unit = {"batch_norm": self.batch_norm, "dtype": self.dtype}
+        unit = {"batch_norm": self.batch_norm, "dtype": self.dtype, "conv_impl": self.conv_impl}
         b1 = ConvUnit(self.ch1x1, name="branch1", **unit)(x, train)
         b2 = ConvUnit(self.ch3x3red, name="branch2_0", **unit)(x, train)
         b2 = ConvUnit(self.ch3x3, 3, padding=1, name="branch2_1", **unit)(b2, train)
         b3 = ConvUnit(self.ch5x5red, name="branch3_0", **unit)(x, train)
         b3 = ConvUnit(self.ch5x5, self.five_kernel, padding=self.five_kernel // 2,
                       name="branch3_1", **unit)(b3, train)
-        b4 = MaxPool(3, 1, ((1, 1), (1, 1)), ceil_mode=True, name="branch4_0")(x)
+        b4 = MaxPool(3, 1, ((1, 1), (1, 1)), ceil_mode=True, conv_impl=self.conv_impl,
+                     name="branch4_0")(x)
         b4 = ConvUnit(self.pool_proj, name="branch4_1", **unit)(b4, train)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
@@ -114,6 +118,7 @@ class InceptionAux(nn.Module):
     paper_pool: bool = True
     dropout_rate: float = 0.7
     dtype: Any = jnp.float32
+    conv_impl: str = kernels.DEFAULT
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -121,7 +126,8 @@ class InceptionAux(nn.Module):
             x = AvgPool(5, 3, name="avgpool")(x)  # 4x4 on the 14x14 maps of a 224 input
         else:
             x = AdaptiveAvgPool((4, 4), name="avgpool")(x)
-        x = ConvUnit(128, batch_norm=self.batch_norm, dtype=self.dtype, name="conv")(x, train)
+        x = ConvUnit(128, batch_norm=self.batch_norm, dtype=self.dtype, conv_impl=self.conv_impl,
+                     name="conv")(x, train)
         x = x.reshape(x.shape[0], -1)  # NHWC flatten (convert.py permutes fc1 from NCHW)
         layer = {"dtype": self.dtype, "param_dtype": jnp.float32}
         x = nn.relu(nn.Dense(1024, name="fc1", **layer)(x))
@@ -139,6 +145,9 @@ class GoogLeNet(nn.Module):
     ceil_mode as torchvision does. torchvision's `transform_input` (re-normalising inputs
     for ported TF weights) is not reproduced: feed inputs normalised as the weights expect.
     Sown intermediates: stem (after maxpool2) and inception3a_out .. inception5b_out.
+    `conv_impl` names the convolution and max-pool kernels (jaxcnn.kernels). The trunk
+    (include_top=False) ends at inception5b (stride 32, 1024 channels); avgpool, fc and the
+    aux heads are the classifier.
     """
 
     num_classes: int = 1000
@@ -150,6 +159,17 @@ class GoogLeNet(nn.Module):
     aux_dropout_rate: float = 0.7
     arch: str = "googlenet"
     dtype: Any = jnp.float32
+    conv_impl: str = kernels.DEFAULT
+    include_top: bool = True
+
+    def trunk_info(self) -> TrunkInfo:
+        """(stride, channels) of inception5b's output."""
+        last = BLOCKS["inception5b"]
+        return TrunkInfo(32, last[0] + last[2] + last[4] + last[5])
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The sown activations, in network order."""
+        return ("stem", *(f"{name}_out" for name in BLOCKS))
 
     def _min_side(self) -> int:
         side = min_input_side(_TRUNK)
@@ -160,29 +180,34 @@ class GoogLeNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array | tuple[jax.Array, ...]:
         check_image(x, self.arch, self._min_side())
-        unit = {"batch_norm": self.batch_norm, "dtype": self.dtype}
+        unit = {"batch_norm": self.batch_norm, "dtype": self.dtype, "conv_impl": self.conv_impl}
+        pool = {"ceil_mode": True, "conv_impl": self.conv_impl}
         x = ConvUnit(64, 7, 2, 3, name="conv1", **unit)(x, train)
-        x = MaxPool(3, 2, ceil_mode=True, name="maxpool1")(x)
+        x = MaxPool(3, 2, name="maxpool1", **pool)(x)
         if self.lrn:
             x = local_response_norm(x)
         x = ConvUnit(64, 1, name="conv2", **unit)(x, train)
         x = ConvUnit(192, 3, padding=1, name="conv3", **unit)(x, train)
         if self.lrn:
             x = local_response_norm(x)
-        x = MaxPool(3, 2, ceil_mode=True, name="maxpool2")(x)
+        x = MaxPool(3, 2, name="maxpool2", **pool)(x)
         self.sow("intermediates", "stem", x)
         aux = []
         for name, channels in BLOCKS.items():
             x = InceptionBlock(*channels, five_kernel=self.five_kernel, name=name, **unit)(x, train)
             self.sow("intermediates", f"{name}_out", x)
             # Aux heads only run when training (or creating their params).
-            if name in AUX_AFTER and self.aux_logits and (train or self.is_initializing()):
+            if (name in AUX_AFTER and self.aux_logits and self.include_top
+                    and (train or self.is_initializing())):
                 head = InceptionAux(self.num_classes, self.batch_norm, not self.batch_norm,
-                                    self.aux_dropout_rate, self.dtype, name=AUX_AFTER[name])
+                                    self.aux_dropout_rate, self.dtype, self.conv_impl,
+                                    name=AUX_AFTER[name])
                 aux.append(head(x, train))
             if name in POOL_AFTER:
                 pool_name, window = POOL_AFTER[name]
-                x = MaxPool(window, 2, ceil_mode=True, name=pool_name)(x)
+                x = MaxPool(window, 2, name=pool_name, **pool)(x)
+        if not self.include_top:
+            return x
         x = AdaptiveAvgPool((1, 1), name="avgpool")(x).reshape(x.shape[0], -1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
         logits = nn.Dense(self.num_classes, name="fc", dtype=self.dtype,
@@ -192,13 +217,13 @@ class GoogLeNet(nn.Module):
         return logits
 
 
-@register("googlenet")
+@register("googlenet", input_shape=(224, 224, 3), num_classes=1000)
 def googlenet(num_classes: int = 1000, **kwargs: Any) -> GoogLeNet:
     """The paper's GoogLeNet (6,998,552 params without aux heads at 1000 classes)."""
     return GoogLeNet(num_classes=num_classes, **kwargs)
 
 
-@register("googlenet_bn")
+@register("googlenet_bn", input_shape=(224, 224, 3), num_classes=1000)
 def googlenet_bn(num_classes: int = 1000, **kwargs: Any) -> GoogLeNet:
     """torchvision's GoogLeNet with BatchNorm (6,624,904 params without aux heads)."""
     settings = {"batch_norm": True, "five_kernel": 3, "lrn": False, "dropout_rate": 0.2,

@@ -9,8 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import AvgPool, MaxPool, check_image, conv_impl, min_input_side
-from jaxcnn.models.registry import register
+from jaxcnn import kernels
+from jaxcnn.models.layers import AvgPool, MaxPool, check_image, conv_fn, min_input_side
+from jaxcnn.models.registry import TrunkInfo, register
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -28,17 +29,25 @@ class LeNet5(nn.Module):
 
     `activation` is "relu" (default), "tanh" or "sigmoid"; `pool` is "max" or "avg"
     (the 1998 network is activation="tanh", pool="avg"). Sown intermediates: act1..act4
-    (the activations of conv1, conv2, fc3, fc4). `conv_impl` picks the convolution
-    algorithm (layers.CONV_IMPLS); the parameters are the same for all of them. "auto" is
-    the fastest measured on CPU: XLA's convolution when training; at inference
-    layers.conv_auto's choice (conv_taps for the one-channel conv1 on CPUs without AVX-512).
+    (the activations of conv1, conv2, fc3, fc4). `conv_impl` names the convolution and
+    max-pool kernels (jaxcnn.kernels; same parameters and values for all). The trunk
+    (include_top=False) ends at pool2: stride 4, 16 channels; fc3..fc5 are the classifier.
     """
 
     num_classes: int = 10
     activation: str = "relu"
     pool: str = "max"
-    conv_impl: str = "auto"
+    conv_impl: str = kernels.DEFAULT
     dtype: Any = jnp.float32
+    include_top: bool = True
+
+    def trunk_info(self) -> TrunkInfo:
+        """(stride, channels) of pool2's output."""
+        return TrunkInfo(4, 16)
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The sown activations, in network order (the trunk's only)."""
+        return ("act1", "act2", "act3", "act4") if self.include_top else ("act1", "act2")
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -51,15 +60,15 @@ class LeNet5(nn.Module):
             raise ValueError(f"pool must be one of {sorted(POOLS)}; received {self.pool!r}")
         act, pool = ACTIVATIONS[self.activation], POOLS[self.pool]
         layer = {"dtype": self.dtype, "param_dtype": jnp.float32}
-        # Training: XLA's conv gradients beat the taps' (benchmarks/README.md).
-        impl = "xla" if train and self.conv_impl == "auto" else self.conv_impl
-        conv = {"padding": "VALID", "conv_general_dilated": conv_impl(impl), **layer}
+        conv = {"padding": "VALID", "conv_general_dilated": conv_fn(self.conv_impl), **layer}
         x = act(nn.Conv(6, (5, 5), name="conv1", **conv)(x))
         self.sow("intermediates", "act1", x)
-        x = pool(2, 2, name="pool1")(x)
+        x = pool(2, 2, conv_impl=self.conv_impl, name="pool1")(x)
         x = act(nn.Conv(16, (5, 5), name="conv2", **conv)(x))
         self.sow("intermediates", "act2", x)
-        x = pool(2, 2, name="pool2")(x)
+        x = pool(2, 2, conv_impl=self.conv_impl, name="pool2")(x)
+        if not self.include_top:
+            return x
         x = x.reshape(x.shape[0], -1)
         x = act(nn.Dense(120, name="fc3", **layer)(x))
         self.sow("intermediates", "act3", x)
@@ -68,7 +77,7 @@ class LeNet5(nn.Module):
         return nn.Dense(self.num_classes, name="fc5", **layer)(x).astype(jnp.float32)
 
 
-@register("lenet5")
+@register("lenet5", input_shape=(32, 32, 1), num_classes=10)
 def lenet5(num_classes: int = 10, **kwargs: Any) -> LeNet5:
-    """LeNet-5; kwargs: activation, pool, conv_impl, dtype."""
+    """LeNet-5; kwargs: activation, pool, conv_impl, dtype, include_top."""
     return LeNet5(num_classes=num_classes, **kwargs)

@@ -9,20 +9,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import MaxPool, check_image, conv_impl, min_input_side
-from jaxcnn.models.registry import register
+from jaxcnn import kernels
+from jaxcnn.models.layers import MaxPool, check_image, conv_fn, min_input_side
+from jaxcnn.models.registry import TrunkInfo, register
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # as torchvision
 SHORTCUTS = ("projection", "zeropad")
 
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any,
-          impl: str = "auto") -> nn.Conv:
+          impl: str) -> nn.Conv:
     """Bias-free conv with torch's symmetric padding (kernel - 1) // 2 (not XLA's SAME)."""
     pad = (kernel - 1) // 2
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                    use_bias=False, kernel_init=_CONV_INIT, name=name, dtype=dtype,
-                   param_dtype=jnp.float32, conv_general_dilated=conv_impl(impl))
+                   param_dtype=jnp.float32, conv_general_dilated=conv_fn(impl))
 
 
 def _bn(name: str, train: bool, dtype: Any) -> nn.BatchNorm:
@@ -37,7 +38,7 @@ class ResidualBlock(nn.Module):
     Computes a[l+2] = relu(z[l+2] + shortcut(a[l])); the shortcut is the identity when the
     shape is kept, else a 1x1 conv + BN ("projection", option B) or a strided identity with
     zero channels appended ("zeropad", option A, parameter free). `plain` drops the shortcut.
-    `conv_impl` is the convolution algorithm (layers.CONV_IMPLS; same parameters).
+    `conv_impl` names the convolution kernels (jaxcnn.kernels; same parameters).
     """
 
     features: int
@@ -46,7 +47,7 @@ class ResidualBlock(nn.Module):
     shortcut: str = "projection"
     plain: bool = False
     dtype: Any = jnp.float32
-    conv_impl: str = "auto"
+    conv_impl: str = kernels.DEFAULT
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -82,8 +83,9 @@ class ResNet(nn.Module):
     max pool (padding 1); `cifar_stem` replaces it by a 3x3/1 conv, BN, ReLU, no pool.
     Stage s halves the size (except stage 1) and has widths[s-1] (x4 for bottlenecks).
     Sown intermediates: stem (after the max pool), stage1..stage4 (each stage's output).
-    `conv_impl` picks the convolution algorithm (layers.CONV_IMPLS, same parameters);
-    "auto" is the fastest measured on CPU (benchmarks/README.md).
+    `conv_impl` names the convolution and max-pool kernels (jaxcnn.kernels; same
+    parameters). The trunk (include_top=False) ends at the last stage's output (stride 32
+    for ImageNet stems, 2**(stages-1) for the CIFAR stem); fc is the classifier.
     """
 
     stage_sizes: Sequence[int]
@@ -95,7 +97,18 @@ class ResNet(nn.Module):
     shortcut: str = "projection"
     arch: str = "resnet"
     dtype: Any = jnp.float32
-    conv_impl: str = "auto"
+    conv_impl: str = kernels.DEFAULT
+    include_top: bool = True
+
+    def trunk_info(self) -> TrunkInfo:
+        """(stride, channels) of the last stage's output."""
+        stem = 1 if self.cifar_stem else 4
+        expansion = 4 if self.bottleneck else 1
+        return TrunkInfo(stem * 2 ** (len(self.stage_sizes) - 1), self.widths[-1] * expansion)
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The sown activations, in network order."""
+        return ("stem", *(f"stage{s}" for s in range(1, len(self.stage_sizes) + 1)))
 
     def _steps(self) -> list[tuple[int, int, int, bool]]:
         stem = [(3, 1, 1, False)] if self.cifar_stem else [(7, 2, 3, False), (3, 2, 1, False)]
@@ -117,7 +130,7 @@ class ResNet(nn.Module):
             x = _conv(self.widths[0], 7, 2, "conv1", self.dtype, self.conv_impl)(x)
         x = nn.relu(_bn("bn1", train, self.dtype)(x))
         if not self.cifar_stem:
-            x = MaxPool(3, 2, ((1, 1), (1, 1)), name="maxpool")(x)
+            x = MaxPool(3, 2, ((1, 1), (1, 1)), conv_impl=self.conv_impl, name="maxpool")(x)
         self.sow("intermediates", "stem", x)
         stages = zip(self.stage_sizes, self.widths, strict=True)
         for s, (blocks, width) in enumerate(stages, start=1):
@@ -126,6 +139,8 @@ class ResNet(nn.Module):
                 x = ResidualBlock(width, stride, self.bottleneck, self.shortcut, self.plain,
                                   self.dtype, self.conv_impl, name=f"layer{s}_{b}")(x, train)
             self.sow("intermediates", f"stage{s}", x)
+        if not self.include_top:
+            return x
         x = jnp.mean(x, axis=(1, 2))  # global average pool (torch's AdaptiveAvgPool2d(1))
         logits = nn.Dense(self.num_classes, name="fc", dtype=self.dtype,
                           param_dtype=jnp.float32)(x)
@@ -144,7 +159,7 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # 6n + 2 layers, n blocks per stage
 
 
 def _imagenet_builder(depth: int, cifar_stem: bool):
-    def build(num_classes: int = 1000, **kwargs: Any) -> ResNet:
+    def build(num_classes: int = 10 if cifar_stem else 1000, **kwargs: Any) -> ResNet:
         sizes, bottleneck = IMAGENET_DEPTHS[depth]
         kwargs.setdefault("cifar_stem", cifar_stem)
         name = f"resnet{depth}" + ("_cifar" if kwargs["cifar_stem"] else "")
@@ -152,7 +167,7 @@ def _imagenet_builder(depth: int, cifar_stem: bool):
 
     stem = "a 3x3/1 stem and no max pool" if cifar_stem else "the 7x7/2 stem"
     build.__doc__ = (f"torchvision ResNet-{depth} with {stem}; kwargs: plain, cifar_stem, "
-                     "conv_impl, dtype.")
+                     "conv_impl, dtype, include_top.")
     return build
 
 
@@ -165,12 +180,15 @@ def _cifar_builder(depth: int):
 
     build.__doc__ = (f"He et al.'s CIFAR ResNet-{depth}: 3 stages of 16/32/64 channels, option A "
                      "(zero-padding) shortcuts by default; kwargs: shortcut, plain, conv_impl, "
-                     "dtype.")
+                     "dtype, include_top.")
     return build
 
 
 for _depth in IMAGENET_DEPTHS:
-    register(f"resnet{_depth}")(_imagenet_builder(_depth, False))
-    register(f"resnet{_depth}_cifar")(_imagenet_builder(_depth, True))
+    register(f"resnet{_depth}", input_shape=(224, 224, 3), num_classes=1000)(
+        _imagenet_builder(_depth, False))
+    register(f"resnet{_depth}_cifar", input_shape=(32, 32, 3), num_classes=10)(
+        _imagenet_builder(_depth, True))
 for _depth in CIFAR_DEPTHS:
-    register(f"resnet{_depth}_cifar")(_cifar_builder(_depth))
+    register(f"resnet{_depth}_cifar", input_shape=(32, 32, 3), num_classes=10)(
+        _cifar_builder(_depth))

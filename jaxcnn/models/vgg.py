@@ -9,14 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import (
-    AdaptiveAvgPool,
-    MaxPool,
-    check_image,
-    conv_impl,
-    min_input_side,
-)
-from jaxcnn.models.registry import register
+from jaxcnn import kernels
+from jaxcnn.models.layers import AdaptiveAvgPool, MaxPool, check_image, conv_fn, min_input_side
+from jaxcnn.models.registry import TrunkInfo, register
 
 # Output channels of each 3x3 conv per stage; every stage ends in a 2x2/2 max pool.
 CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
@@ -35,8 +30,9 @@ class VGG(nn.Module):
     a 7x7 adaptive average pool, then fc6 (4096), fc7 (4096), fc8 (num_classes).
 
     Sown intermediates (after ReLU, as style transfer names them): relu{s}_{i}, relu6, relu7.
-    `conv_impl` picks the convolution algorithm (layers.CONV_IMPLS, same parameters);
-    "auto" is the fastest measured on CPU (benchmarks/README.md).
+    `conv_impl` names the convolution and max-pool kernels (jaxcnn.kernels). The trunk
+    (include_top=False) is torchvision's `features`, ending at pool5 (stride 32, 512
+    channels); avgpool and fc6..fc8 are the classifier.
     """
 
     stages: Sequence[Sequence[int]]
@@ -44,7 +40,18 @@ class VGG(nn.Module):
     batch_norm: bool = False
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
-    conv_impl: str = "auto"
+    conv_impl: str = kernels.DEFAULT
+    include_top: bool = True
+
+    def trunk_info(self) -> TrunkInfo:
+        """(stride, channels) of the last stage's pool output."""
+        return TrunkInfo(2 ** len(self.stages), self.stages[-1][-1])
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The sown activations, in network order (the trunk's only)."""
+        names = tuple(f"relu{s}_{i}" for s, stage in enumerate(self.stages, start=1)
+                      for i in range(1, len(stage) + 1))
+        return names + (("relu6", "relu7") if self.include_top else ())
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -55,14 +62,16 @@ class VGG(nn.Module):
         for s, stage in enumerate(self.stages, start=1):
             for i, features in enumerate(stage, start=1):
                 x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_CONV_INIT,
-                            conv_general_dilated=conv_impl(self.conv_impl),
+                            conv_general_dilated=conv_fn(self.conv_impl),
                             name=f"conv{s}_{i}", **layer)(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                      name=f"bn{s}_{i}", **layer)(x)
                 x = nn.relu(x)
                 self.sow("intermediates", f"relu{s}_{i}", x)
-            x = MaxPool(2, 2, name=f"pool{s}")(x)
+            x = MaxPool(2, 2, conv_impl=self.conv_impl, name=f"pool{s}")(x)
+        if not self.include_top:
+            return x
         x = AdaptiveAvgPool((7, 7), name="avgpool")(x)
         # torch flattens NCHW; we flatten NHWC (convert.py permutes fc6's rows to match).
         x = x.reshape(x.shape[0], -1)
@@ -79,10 +88,12 @@ def _builder(depth: int, batch_norm: bool):
         return VGG(CONFIGS[depth], num_classes=num_classes, batch_norm=batch_norm, **kwargs)
 
     suffix = " with BatchNorm after every conv" if batch_norm else ""
-    build.__doc__ = f"torchvision VGG-{depth}{suffix}; kwargs: dropout_rate, conv_impl, dtype."
+    build.__doc__ = (f"torchvision VGG-{depth}{suffix}; kwargs: dropout_rate, conv_impl, dtype, "
+                     "include_top.")
     return build
 
 
 for _depth in CONFIGS:
-    register(f"vgg{_depth}")(_builder(_depth, False))
-    register(f"vgg{_depth}_bn")(_builder(_depth, True))
+    for _bn, _suffix in ((False, ""), (True, "_bn")):
+        register(f"vgg{_depth}{_suffix}", input_shape=(224, 224, 3), num_classes=1000)(
+            _builder(_depth, _bn))

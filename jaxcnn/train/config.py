@@ -40,6 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.decay_factor = 0.1
     c.label_smoothing = 0.0
     c.dtype = "float32"  # or bfloat16: compute dtype; params and loss stay float32
+    # Convolution/max-pool kernels (jaxcnn.kernels): "auto" = the XLA:CPU rewrites on CPU
+    # devices, XLA's own ops elsewhere; or a name from jaxcnn.kernels.KERNELS.
+    c.conv_impl = "auto"
 
     c.seed = 0
     c.log_every_steps = 50

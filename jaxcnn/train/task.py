@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from jaxcnn import data as data_lib
-from jaxcnn import losses, models
+from jaxcnn import kernels, losses, models
 from jaxcnn.train.config import unknown_keys_error
 
 LossFn = Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
@@ -122,8 +122,10 @@ def classification_task(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
         augment=config.augment, download=config.download,
     )
+    conv_impl = kernels.choose(config.conv_impl, jax.devices()[0].platform)  # the mesh's devices
     model = model or models.get_model(config.model, num_classes=dataset.num_classes,
-                                      dtype=jnp.dtype(config.dtype), **config.model_kwargs)
+                                      dtype=jnp.dtype(config.dtype),
+                                      **{"conv_impl": conv_impl, **config.model_kwargs})
     smoothing = config.label_smoothing
     return Task(
         model=model,
