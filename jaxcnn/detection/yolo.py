@@ -64,6 +64,13 @@ class YOLODetector(nn.Module):
                 f"stride {stride} times a power of two; use a side of grid x {stride} x 2^n")
         return (ratio // stride).bit_length() - 1
 
+    def _objectness_prior(self, key, shape, dtype=jnp.float32):
+        """Bias 0 except t_o = -log(99): every anchor starts at objectness 0.01, so the many
+        empty anchors do not swamp the first steps (the prior of Lin et al. 2017)."""
+        del key
+        bias = jnp.zeros((self.num_anchors, 5 + self.num_classes), dtype)
+        return bias.at[:, 0].set(-jnp.log(99.0)).reshape(shape)
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if x.ndim != 4 or x.shape[1] != x.shape[2]:
@@ -81,7 +88,7 @@ class YOLODetector(nn.Module):
             features)
         features = nn.relu(features)
         out = nn.Conv(self.num_anchors * (5 + self.num_classes), (1, 1), name="head_out",
-                      **layer)(features).astype(jnp.float32)
+                      bias_init=self._objectness_prior, **layer)(features).astype(jnp.float32)
         n, h, w, _ = out.shape
         return out.reshape(n, h, w, self.num_anchors, 5 + self.num_classes)
 
@@ -228,9 +235,10 @@ def resolve_anchors(settings: Any, dataset: Any) -> np.ndarray:
 
 def build_detector(config: Any, settings: Any, num_classes: int) -> YOLODetector:
     """The trunk of registry model settings.backbone + the grid head."""
-    from jaxcnn import models
+    from jaxcnn import kernels, models
 
-    kwargs = dict(settings.backbone_kwargs)
+    kwargs = {"conv_impl": kernels.choose(config.conv_impl, jax.devices()[0].platform),
+              **settings.backbone_kwargs}
     trunk = models.get_trunk(settings.backbone, dtype=jnp.dtype(config.dtype), **kwargs)
     return YOLODetector(trunk=trunk, trunk_stride=models.trunk_info(settings.backbone, **kwargs)
                         .stride, grid=settings.grid, num_anchors=settings.num_anchors,
