@@ -18,10 +18,16 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
     del argv
     common.quiet_logging()
-    config = _CONFIG.value or train.load_run_config(_WORKDIR.value)
-    step, metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
+    try:
+        config = _CONFIG.value or train.load_run_config(_WORKDIR.value)
+        step, metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
+    except FileNotFoundError as error:  # no run here: the message says what to do
+        raise SystemExit(f"evaluate: {error}") from None
     print(f"checkpoint step {step}: top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
           f"loss {metrics['loss']:.4f}  on {int(metrics['count'])} examples")
+    if metrics.get("nonfinite"):
+        print(f"warning: {int(metrics['nonfinite'])} of {int(metrics['count'])} examples have "
+              f"NaN or infinite outputs (counted as wrong): the checkpoint has diverged")
 
 
 if __name__ == "__main__":

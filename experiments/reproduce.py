@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from jaxcnn import tables
+from experiments import tables
 
 _TABLE = flags.DEFINE_enum("table", None, [*tables.TABLES, "all"], "Which table to build.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where NAME.md, NAME.csv and NAME.png go.")

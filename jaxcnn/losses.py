@@ -36,7 +36,15 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int = 1) -> jax.Array:
     label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
     # Rank = number of classes with a strictly larger logit (ties count in our favour).
     rank = jnp.sum(logits > label_logit, axis=-1)
-    return (rank < k).astype(jnp.float32)
+    # Nothing compares greater than a NaN, so a diverged row would rank first: count it wrong
+    # (an out-of-range label gathers a NaN too).
+    valid = finite_rows(logits) & jnp.isfinite(label_logit[:, 0])
+    return ((rank < k) & valid).astype(jnp.float32)
+
+
+def finite_rows(logits: jax.Array) -> jax.Array:
+    """Per-example bool (B,): True where every one of the (B, K) logits is finite."""
+    return jnp.all(jnp.isfinite(logits), axis=-1)
 
 
 def classification_loss(
@@ -55,14 +63,21 @@ def classification_loss(
 def classification_eval_sums(
     logits: jax.Array, labels: jax.Array, mask: jax.Array
 ) -> dict[str, jax.Array]:
-    """Masked sums over a (padded) eval batch: loss, top-1 and top-5 correct, count."""
+    """Masked sums over a (padded) eval batch: loss, top-1 and top-5 correct, count.
+
+    `nonfinite` counts the examples with a NaN or infinite logit; they are never correct, and
+    their loss (NaN or inf) is kept in the loss sum so that a diverged model cannot score.
+    """
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     mask = mask.astype(jnp.float32)
+    # Padding rows may hold anything: keep them out of the sums with where, not a product.
+    real = mask > 0
     return {
-        "loss": jnp.sum(cross_entropy(logits, labels) * mask),
+        "loss": jnp.sum(jnp.where(real, cross_entropy(logits, labels), 0.0)),
         "top1": jnp.sum(topk_correct(logits, labels, 1) * mask),
         "top5": jnp.sum(topk_correct(logits, labels, 5) * mask),
+        "nonfinite": jnp.sum(jnp.where(real, ~finite_rows(logits), False).astype(jnp.float32)),
         "count": jnp.sum(mask),
     }
 

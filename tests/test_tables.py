@@ -6,8 +6,18 @@ import os
 
 import pytest
 
-from experiments import reproduce
-from jaxcnn import tables, train
+from experiments import reproduce, tables
+from experiments.tables import (
+    alexnet_ablation,
+    architectures,
+    filter_sizes,
+    harness,
+    inception_cost,
+    lenet5,
+    render,
+    residual_vs_plain,
+)
+from jaxcnn import train
 from jaxcnn.data import KNOWN_DATASETS
 from jaxcnn.models import ResNet, inception
 
@@ -37,8 +47,8 @@ def _fake_trainer(calls):
     def trainer(config, dataset, workdir, model):
         calls.append((config, model))
         top1 = 0.9 - 0.1 * len(calls)
-        return tables.RunResult({"top1": top1, "loss": 0.5},
-                                [(10, 0.5), (20, 0.7), (30, 0.9 - 0.05 * len(calls))])
+        return harness.RunResult({"top1": top1, "loss": 0.5},
+                                 [(10, 0.5), (20, 0.7), (30, 0.9 - 0.05 * len(calls))])
 
     return trainer
 
@@ -47,7 +57,7 @@ def _fake_trainer(calls):
 
 
 def test_lenet5_table_is_the_lecture_table(tmp_path):
-    rows = tables.lenet5_rows()
+    rows = lenet5.lenet5_rows()
     got = [(r["layer"], r["module"], r["shape"], r["size"], r["params"]) for r in rows]
     assert got == [
         ("Input", "input", (32, 32, 3), 3_072, 0),
@@ -71,7 +81,7 @@ def test_lenet5_table_is_the_lecture_table(tmp_path):
 
 
 def test_inception_cost_lecture_example_and_every_block():
-    rows = tables.inception_cost_rows()
+    rows = inception_cost.inception_cost_rows()
     example = rows[0]
     assert (example["direct_macs"], example["reduce_macs"], example["conv_macs"],
             example["bottleneck_macs"]) == (120_422_400, 2_408_448, 10_035_200, 12_443_648)
@@ -92,7 +102,7 @@ def test_inception_cost_lecture_example_and_every_block():
 
 
 def test_filter_size_counts():
-    rows = {r["block"]: r for r in tables.filter_size_rows(64, 32)}
+    rows = {r["block"]: r for r in filter_sizes.filter_size_rows(64, 32)}
     got = {name: (r["receptive_field"], r["weights_per_c2"], r["params"], r["macs"])
            for name, r in rows.items()}
     assert got == {
@@ -104,7 +114,7 @@ def test_filter_size_counts():
 
 
 def test_alexnet_parameter_columns_and_references():
-    rows = {r["removed_layers"] or "full": r for r in tables.alexnet_param_rows()}
+    rows = {r["removed_layers"] or "full": r for r in alexnet_ablation.alexnet_param_rows()}
     assert rows["full"]["params"] == 61_100_840
     assert {k: r["params_removed"] for k, r in rows.items()} == {
         "full": 0, "7": 16_781_312, "6,7": 49_414_144, "3,4": 1_696_384,
@@ -120,14 +130,15 @@ def test_alexnet_parameter_columns_and_references():
 
 
 def test_markdown_and_csv_rendering():
-    table = tables.Table("t", "A title", (tables.Column("a", "A"), tables.Column("b", "B", ".1f"),
-                                          tables.Column("c", "C")),
+    table = render.Table("t", "A title", (render.Column("a", "A"),
+                                          render.Column("b", "B", ".1f"),
+                                          render.Column("c", "C")),
                          ({"a": "x", "b": 1.25, "c": 1234567}, {"a": "y", "b": None, "c": 0}),
                          ("a note",))
-    assert tables.to_markdown(table) == (
+    assert render.to_markdown(table) == (
         "### A title\n\n| A | B | C |\n|---|---:|---:|\n| x | 1.2 | 1,234,567 |\n"
         "| y | — | 0 |\n\n- a note\n")
-    assert list(csv.reader(io.StringIO(tables.to_csv(table)))) == [
+    assert list(csv.reader(io.StringIO(render.to_csv(table)))) == [
         ["a", "b", "c"], ["x", "1.25", "1234567"], ["y", "", "0"]]
 
 
@@ -137,9 +148,9 @@ def test_bad_names_raise_listing_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="valid budgets: tiny, small, full"):
         tables.build_table("filter_sizes", "huge", str(tmp_path))
     with pytest.raises(ValueError, match="valid: full, 7, 6,7"):
-        tables.alexnet_param_rows(variants=("5,6",))
+        alexnet_ablation.alexnet_param_rows(variants=("5,6",))
     with pytest.raises(ValueError, match="6n \\+ 2"):
-        tables.cifar_resnet(21, plain=True)
+        residual_vs_plain.cifar_resnet(21, plain=True)
 
 
 # --- trained tables at a tiny budget -----------------------------------------------------------
@@ -147,9 +158,9 @@ def test_bad_names_raise_listing_the_valid_ones(tmp_path):
 
 def test_filter_sizes_trains_through_the_loop_and_writes_files(tmp_path):
     # One real variant (XLA compiles dominate on 2 cores); the others have their own tests.
-    table = tables.filter_sizes_table("tiny", str(tmp_path / "runs"), overrides="progress=False",
-                                      variants=("3x3+3x3",))
-    paths = tables.write_table(table, str(tmp_path))
+    table = filter_sizes.filter_sizes_table("tiny", str(tmp_path / "runs"),
+                                            overrides="progress=False", variants=("3x3+3x3",))
+    paths = render.write_table(table, str(tmp_path))
     header, n = _md_grid(paths[0])
     assert n == 1 and header[:2] == ["block (C -> C)", "receptive field"]
     (row,) = _csv_rows(paths[1])
@@ -162,20 +173,33 @@ def test_filter_sizes_trains_through_the_loop_and_writes_files(tmp_path):
 
 def test_filter_sizes_all_variants_structure(tmp_path):
     calls = []
-    table = tables.filter_sizes_table("tiny", str(tmp_path), trainer=_fake_trainer(calls))
+    table = filter_sizes.filter_sizes_table("tiny", str(tmp_path), trainer=_fake_trainer(calls))
     assert [c.model_kwargs.kernels for c, _ in calls] == [(5,), (3, 3), (7,), (3, 3, 3)]
     assert all(c.model == "filter_size_net" and c.train_steps == 2 for c, _ in calls)
-    paths = tables.write_table(table, str(tmp_path))
+    paths = render.write_table(table, str(tmp_path))
     assert _md_grid(paths[0])[1] == 4 and len(_csv_rows(paths[1])) == 4
+
+
+def test_resumed_runs_are_reported_with_the_steps_trained(tmp_path):
+    # Two variants of 2 tiny-budget steps each; each call trained 1 step (resumed at step 1).
+    def resumed(config, dataset, workdir, model):
+        return harness.RunResult({"top1": 0.5}, [(2, 0.5)], steps_run=1)
+
+    table = filter_sizes.filter_sizes_table("tiny", str(tmp_path), variants=("5x5", "7x7"),
+                                            trainer=resumed)
+    assert table.notes[-1].endswith("s for 2 of the 4 training steps (the rest were resumed "
+                                    "from finished or interrupted runs in runs_dir)")
+    assert [row["top1"] for row in table.rows] == [50.0, 50.0]
 
 
 def test_alexnet_ablation_structure(tmp_path):
     calls = []
-    table = tables.alexnet_ablation_table("tiny", str(tmp_path), trainer=_fake_trainer(calls))
+    table = alexnet_ablation.alexnet_ablation_table("tiny", str(tmp_path),
+                                                    trainer=_fake_trainer(calls))
     assert [tuple(c.model_kwargs.drop_layers) for c, _ in calls] == [
         (), (7,), (6, 7), (3, 4), (3, 4, 6, 7)]
     assert {c.model for c, _ in calls} == {"alexnet"}
-    paths = tables.write_table(table, str(tmp_path))
+    paths = render.write_table(table, str(tmp_path))
     header, n = _md_grid(paths[0])
     assert n == 5 and "lecture drop (pts)" in header and "Z&F val top-1 err %" in header
     rows = _csv_rows(paths[1])
@@ -188,12 +212,12 @@ def test_alexnet_ablation_structure(tmp_path):
 
 def test_residual_vs_plain_structure_and_plot(tmp_path):
     calls = []
-    table = tables.residual_vs_plain_table("tiny", str(tmp_path), depths=(8, 14),
-                                           trainer=_fake_trainer(calls))
+    table = residual_vs_plain.residual_vs_plain_table("tiny", str(tmp_path), depths=(8, 14),
+                                                      trainer=_fake_trainer(calls))
     assert [(m.plain, len(m.stage_sizes) and m.stage_sizes[0]) for _, m in calls] == [
         (True, 1), (False, 1), (True, 2), (False, 2)]
     assert all(isinstance(m, ResNet) and tuple(m.widths) == (2, 4, 8) for _, m in calls)
-    paths = tables.write_table(table, str(tmp_path))
+    paths = render.write_table(table, str(tmp_path))
     assert [os.path.basename(p) for p in paths] == [
         "residual_vs_plain.md", "residual_vs_plain.csv", "residual_vs_plain.png"]
     assert _is_png(paths[2])
@@ -204,12 +228,12 @@ def test_residual_vs_plain_structure_and_plot(tmp_path):
 
 
 def test_architectures_counts_and_throughput(tmp_path):
-    table = tables.architectures_table("tiny", names=("lenet5", "resnet20_cifar"))
+    table = architectures.architectures_table("tiny", names=("lenet5", "resnet20_cifar"))
     rows = {r["model"]: r for r in table.rows}
     assert rows["lenet5"]["params"] == 61_706 and rows["resnet20_cifar"]["params"] == 269_722
     assert rows["lenet5"]["train_ips"] > 0 and rows["lenet5"]["infer_ips"] > 0
     assert rows["resnet20_cifar"]["train_ips"] is None
-    paths = tables.write_table(table, str(tmp_path))
+    paths = render.write_table(table, str(tmp_path))
     assert _is_png(paths[2])
     assert "| resnet20_cifar | 32x32x3 | 269,722 | 40.6 | — | — | — |" in open(paths[0]).read()
     assert _md_grid(paths[0])[1] == 2 and len(_csv_rows(paths[1])) == 2
@@ -219,8 +243,8 @@ def test_architectures_reports_a_failing_model_and_times_the_rest(monkeypatch):
     def broken(name, side, batch, steps):
         raise ValueError("no gradient")
 
-    monkeypatch.setattr(tables, "measure_throughput", broken)
-    table = tables.architectures_table("tiny", names=("lenet5",))
+    monkeypatch.setattr(architectures, "measure_throughput", broken)
+    table = architectures.architectures_table("tiny", names=("lenet5",))
     assert table.rows[0]["train_ips"] is None and table.rows[0]["params"] == 61_706
     assert any("timing failed (—): lenet5: ValueError: no gradient" in n for n in table.notes)
 
@@ -228,7 +252,8 @@ def test_architectures_reports_a_failing_model_and_times_the_rest(monkeypatch):
 @pytest.mark.parametrize("name", tables.TRAINED_TABLES)
 def test_every_budget_is_a_valid_training_config(name):
     for budget in tables.BUDGETS:
-        config = tables.training_config(name, budget, "seed=3", data_dir="/data/tfds")
+        config = harness.training_config(tables.TRAINING_BUDGETS[name][budget], "seed=3",
+                                         data_dir="/data/tfds")
         train.check_keys(config)
         assert config.seed == 3 and config.data_dir == "/data/tfds"
         if budget == "full":

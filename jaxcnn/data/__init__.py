@@ -22,15 +22,21 @@ __all__ = [
 
 def get_dataset(
     name: str, *, data_dir: str | None = None, image_size: tuple[int, int] | None = None,
-    augment: str | None = None, download: bool = False,
+    augment: str | None = None, download: bool = False, num_classes: int | None = None,
 ):
-    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH' or a TFDS name."""
+    """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH' or a TFDS name.
+
+    `num_classes`, when given, is checked against the data (and fixes an npz's class count).
+    TensorFlow is imported only for TFDS names.
+    """
     size = tuple(image_size) if image_size else None
     if name == "embedded_mnist":
+        if num_classes not in (None, 10):
+            raise ValueError(f"embedded_mnist has 10 classes, but num_classes={num_classes}")
         return embedded_mnist(size or (32, 32), augment=augment or "none")
     if name.startswith("npz:"):
-        return load_npz(name[4:], size, augment or "none")
+        return load_npz(name[4:], size, augment or "none", num_classes=num_classes)
     if name.startswith("folder:"):
-        return load_image_folder(name[7:], size, augment or "none")
+        return load_image_folder(name[7:], size, augment or "none", num_classes=num_classes)
     return TFDSDataset(name, data_dir=data_dir, image_size=size, augment=augment,
-                       download=download)
+                       download=download, num_classes=num_classes)

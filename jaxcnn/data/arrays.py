@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -23,6 +23,47 @@ def to_float_images(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8 or images.max(initial=0) > 1.0:
         return (images.astype(np.float32) / 255.0).astype(np.float32)
     return images.astype(np.float32)
+
+
+def check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class labels (N,) as int32 after checking they are integers; `where` names file and key."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{where}: labels must have shape (N,), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{where}: labels must be integer class indices 0..K-1, got dtype {labels.dtype} "
+            f"(first values {labels[:3].tolist()}); convert them with astype(int) if they are "
+            f"whole numbers, or map them to class indices"
+        )
+    return labels.astype(np.int32)
+
+
+def check_classes(
+    labels_by_split: dict[str, np.ndarray], num_classes: int, where: str,
+    class_names: Sequence[str] | None = None, hint: str = "",
+) -> None:
+    """At least two classes; every label in [0, num_classes); every class in every split."""
+    if num_classes < 2:
+        raise ValueError(f"{where}: found {num_classes} class(es) {list(class_names or [])}; "
+                         f"classification needs at least two")
+    for split, labels in labels_by_split.items():
+        if labels.size == 0:
+            raise ValueError(f"{where}: {split} is empty (0 examples); every split needs "
+                             f"examples, the test split for evaluation")
+        outside = (labels < 0) | (labels >= num_classes)
+        if outside.any():
+            first = int(np.argmax(outside))
+            raise ValueError(
+                f"{where}: {split}[{first}] = {labels[first]} is outside [0, {num_classes}) "
+                f"({int(outside.sum())} such labels); labels must be class indices{hint}")
+        missing = np.setdiff1d(np.arange(num_classes), labels)
+        if missing.size:
+            shown = [class_names[c] for c in missing[:8]] if class_names else missing[:8].tolist()
+            more = f" and {missing.size - 8} more" if missing.size > 8 else ""
+            raise ValueError(
+                f"{where}: {split} has no examples of class(es) {shown}{more} of {num_classes}; "
+                f"every class needs examples in each split{hint}")
 
 
 def pad_to(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -76,6 +117,8 @@ class ArrayDataset:
                 )
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augment!r}; expected {AUGMENTATIONS}")
+        for split in ("train", "test"):
+            check_labels(getattr(self, f"y_{split}"), f"{self.name}: y_{split}")
         labels = np.concatenate([self.y_train, self.y_test])
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"{self.name}: labels must lie in [0, {self.num_classes})")

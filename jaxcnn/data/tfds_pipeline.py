@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import math
 import os
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,9 +28,38 @@ KNOWN_DATASETS = {
 EVAL_CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then centre-crop
 
 
-def _tf():
-    import tensorflow as tf
+def import_tensorflow():
+    """TensorFlow, imported on first use (TFDS data only) without its C++ start-up banners.
 
+    TF 2.21 prints its oneDNN and CPU-feature lines before its logging reads
+    TF_CPP_MIN_LOG_LEVEL, so stderr is redirected for the import itself; set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them. Later TF messages below WARNING stay hidden (level 1).
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        with _stderr_to_devnull(os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull(enabled: bool):
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _tf():
+    tf = import_tensorflow()
     # TF must never claim an accelerator that JAX is about to use.
     tf.config.set_visible_devices([], "GPU")
     return tf
@@ -45,18 +77,39 @@ def _not_prepared_message(name: str, builder_dir: str) -> str:
 
 def open_builder(name: str, data_dir: str | None, download: bool):
     """The TFDS builder for `name`, prepared; fails at once with a how-to if it is not."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # imports TensorFlow lazily, not yet
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # unknown names, registry problems
-        raise ValueError(f"cannot open TFDS dataset {name!r} (data_dir={data_dir!r}): {error}") \
-            from error
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(_unknown_name_message(name, tfds.list_builders(
+            with_community_datasets=False))) from None  # TFDS's message lists ~500 names
+    except Exception as error:  # registry problems: keep the first line only
+        first = (str(error).splitlines() or [""])[0]
+        raise ValueError(f"cannot open TFDS dataset {name!r} (data_dir={data_dir!r}): "
+                         f"{type(error).__name__}: {first}") from error
     if download:
-        builder.download_and_prepare()
+        import_tensorflow()  # before TFDS imports it, with its banners
+        try:
+            builder.download_and_prepare()
+        except Exception as error:
+            first = (str(error).splitlines() or [""])[0]
+            raise RuntimeError(
+                f"downloading TFDS dataset {name!r} into {builder.data_dir!r} failed "
+                f"({type(error).__name__}: {first}). Check network access, or prepare it on "
+                f"another machine (`tfds build {name} --data_dir=DIR`) and point "
+                f"config.data_dir at DIR") from error
     elif not os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
         raise FileNotFoundError(_not_prepared_message(name, builder.data_dir))
+    import_tensorflow()  # before TFDS imports it, with its banners
     return builder
+
+
+def _unknown_name_message(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return (f"unknown dataset {name!r}.{hint} Offline choices: 'embedded_mnist', 'npz:PATH', "
+            f"'folder:PATH'; TFDS has {len(known)} more (tensorflow_datasets.list_builders()).")
 
 
 def _to_float(tf, image):
@@ -106,6 +159,7 @@ class TFDSDataset:
     train_split: str = "train"
     eval_split: str | None = None
     shuffle_buffer: int = 16_384
+    num_classes: int | None = None  # when given, must match the dataset's label feature
 
     def __post_init__(self):
         known = KNOWN_DATASETS.get(self.name, ("test", None, None, "none"))
@@ -120,14 +174,25 @@ class TFDSDataset:
                 raise ValueError(f"{self.name} has variable image sizes; set config.image_size")
             self.image_size = tuple(native)
         self.channels = image_feature.shape[-1]
-        self.num_classes = info.features["label"].num_classes
+        classes = getattr(info.features["label"], "num_classes", None) \
+            if "label" in info.features else None
+        if classes is None:
+            raise ValueError(f"TFDS dataset {self.name!r} has no ClassLabel feature 'label' "
+                             f"(features: {list(info.features)}); it is not a classification set")
+        if self.num_classes is not None and self.num_classes != classes:
+            raise ValueError(f"TFDS dataset {self.name!r} has {classes} classes but "
+                             f"config.num_classes={self.num_classes}")
+        if classes < 2:
+            raise ValueError(f"TFDS dataset {self.name!r} has {classes} class(es); "
+                             f"classification needs at least two")
+        self.num_classes = classes
         splits = info.splits
-        self.num_train = splits[self.train_split].num_examples if self.train_split in splits \
-            else 0
-        self.num_eval = splits[self.eval_split].num_examples if self.eval_split in splits else 0
-        if not self.num_train:
-            raise ValueError(f"{self.name}: split {self.train_split!r} is missing or empty "
-                             f"(splits: {list(splits)})")
+        for role, split in (("train", self.train_split), ("eval", self.eval_split)):
+            examples = splits[split].num_examples if split in splits else 0
+            if not examples:
+                raise ValueError(f"TFDS dataset {self.name!r}: the {role} split {split!r} is "
+                                 f"missing or empty (splits: {list(splits)})")
+            setattr(self, f"num_{role}", examples)
         channels = self.channels
         self.mean = np.array(known[1] or (0.5,) * channels, np.float32)
         self.std = np.array(known[2] or (0.25,) * channels, np.float32)

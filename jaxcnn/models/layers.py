@@ -165,6 +165,13 @@ def check_image(x: jax.Array, model: str, min_side: int) -> None:
             f"{model}: input x must be NHWC (N, H, W, C), expected rank 4; received shape "
             f"{tuple(x.shape)}"
         )
+    # An image 1, 3 or 4 rows high with more than 4 channels is an (N, C, H, W) batch.
+    if x.shape[1] in (1, 3, 4) and x.shape[3] > 4:
+        raise ValueError(
+            f"{model}: input x has shape {tuple(x.shape)}, which looks like NCHW (channels "
+            f"first, as in PyTorch); jaxcnn models take NHWC (N, H, W, C): pass "
+            f"x.transpose(0, 2, 3, 1), of shape {(x.shape[0], x.shape[2], x.shape[3], x.shape[1])}"
+        )
     if x.shape[1] < min_side or x.shape[2] < min_side:
         raise ValueError(
             f"{model}: input x is too small for the network's strides: expected "

@@ -7,6 +7,7 @@ from jaxcnn.train.config import (
     load_run_config,
     override,
     to_steps,
+    validate_config,
 )
 from jaxcnn.train.loop import (
     TrainResult,
@@ -36,5 +37,5 @@ __all__ = [
     "default_config", "evaluate", "evaluate_checkpoint", "init_state", "initialize_distributed",
     "load_run_config", "make_mesh", "make_optimizer", "make_schedule", "make_steps", "override",
     "restore_checkpoint", "run_evaluator", "task_settings", "to_global", "to_steps",
-    "train_and_evaluate",
+    "train_and_evaluate", "validate_config",
 ]

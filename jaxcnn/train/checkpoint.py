@@ -10,6 +10,14 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def saved_steps(directory: str) -> list[int]:
+    """The steps with a finished checkpoint under `directory`; creates nothing (no Orbax)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory)
+                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+
+
 class Checkpointer:
     """Saves and restores a state pytree; an unreadable checkpoint falls back to the previous.
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import math
 import os
 from typing import Any
 
 import ml_collections
+import numpy as np
 from ml_collections import config_dict
 
 
@@ -18,6 +20,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = "lenet5"
     c.model_kwargs = ml_collections.ConfigDict()
     c.dataset = "embedded_mnist"  # TFDS name, 'embedded_mnist', 'npz:PATH' or 'folder:PATH'
+    # Classes of the dataset; None infers them (npz: from the labels). When set, the labels must
+    # lie in [0, num_classes) and folder/TFDS datasets must have exactly this many classes.
+    c.num_classes = config_dict.placeholder(int)
     c.data_dir = config_dict.placeholder(str)
     c.download = False
     c.image_size = config_dict.placeholder(tuple)  # (H, W); None keeps the native size
@@ -120,6 +125,92 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
     unknown = sorted(set(config.keys()) - set(valid))
     if unknown:
         raise unknown_keys_error("config", unknown, valid)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "inception_crop")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+
+
+def normalize_image_size(value: Any) -> tuple[int, int] | None:
+    """None, (H, W), or a side n for (n, n); also what absl's tuple flag makes of 'None'."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]  # --config.image_size=None parses to (None,), =32 to (32,)
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if _is_int(value):
+        value = (value, value)
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(_is_int(side) and side > 0 for side in value)):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(
+        f"config.image_size={value!r}: expected None (native size) or (height, width) with "
+        f"positive integers; on the command line write --config.image_size=32,32 or "
+        f"--config.image_size=None"
+    )
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise one ValueError listing every invalid value (call before writing any file).
+
+    Also normalises config.image_size in place (see `normalize_image_size`).
+    """
+    from jaxcnn.train.optim import OPTIMIZERS, SCHEDULES  # optim imports this module
+
+    problems = []
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            problems.append(f"config.{key}={config.get(key)!r}: expected {expected}")
+
+    for key in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
+                "keep_checkpoints"):
+        need(_is_int(config[key]) and config[key] >= 1, key, "a positive integer")
+    for key in ("train_steps", "eval_every_steps"):
+        value = config[key]
+        need(value is None or (_is_int(value) and value >= 1), key,
+             "None or a positive integer")
+    need(config.warmup_steps is None or (_is_int(config.warmup_steps)
+                                         and config.warmup_steps >= 0),
+         "warmup_steps", "None or an integer >= 0")
+    num_classes = config.get("num_classes")
+    need(num_classes is None or (_is_int(num_classes) and num_classes >= 2),
+         "num_classes", "None (inferred) or an integer >= 2")
+    for key in ("train_epochs", "warmup_epochs", "learning_rate", "weight_decay"):
+        need(_is_number(config[key]) and config[key] >= 0, key, "a finite number >= 0")
+    if config.train_steps is None and _is_number(config.train_epochs):
+        need(config.train_epochs > 0, "train_epochs", "> 0 (or set train_steps)")
+    need(_is_number(config.momentum) and 0 <= config.momentum <= 1, "momentum",
+         "a number in [0, 1]")
+    need(_is_number(config.label_smoothing) and 0 <= config.label_smoothing < 1,
+         "label_smoothing", "a number in [0, 1)")
+    need(_is_number(config.decay_factor) and config.decay_factor > 0, "decay_factor",
+         "a number > 0")
+    need(config.grad_clip_norm is None or (_is_number(config.grad_clip_norm)
+                                           and config.grad_clip_norm > 0),
+         "grad_clip_norm", "None or a number > 0")
+    need(isinstance(config.decay_epochs, (tuple, list))
+         and all(_is_number(e) and e >= 0 for e in config.decay_epochs),
+         "decay_epochs", "a tuple of epochs >= 0")
+    need(config.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+    need(config.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+    need(config.dtype in DTYPES, "dtype", f"one of {DTYPES}")
+    need(config.augment is None or config.augment in AUGMENTATIONS, "augment",
+         f"None (the dataset's default) or one of {AUGMENTATIONS}")
+    need(_is_int(config.seed), "seed", "an integer")
+    try:
+        config.image_size = normalize_image_size(config.image_size)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
 
 
 def to_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:

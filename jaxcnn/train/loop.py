@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 
 from jaxcnn.data import base as data_base
-from jaxcnn.train.checkpoint import Checkpointer
-from jaxcnn.train.config import check_keys
+from jaxcnn.train.checkpoint import Checkpointer, saved_steps
+from jaxcnn.train.config import check_keys, validate_config
 from jaxcnn.train.metrics import MetricWriter, Progress
 from jaxcnn.train.program import Program, build_program
 from jaxcnn.train.state import TrainState
@@ -67,11 +67,16 @@ def evaluate(program: Program, state: TrainState) -> dict[str, float]:
     result: dict[str, float] = {}
     if totals:
         count = max(totals.pop("count", 0.0), 1.0)
-        result = {key: value / count for key, value in totals.items()}
+        result = {key: value if key in COUNTED_METRICS else value / count
+                  for key, value in totals.items()}
         result["count"] = count
     if evaluator is not None:
         result.update(evaluator.result())
     return result
+
+
+# Eval sums reported as totals rather than divided by the example count.
+COUNTED_METRICS = ("nonfinite",)
 
 
 def collect_outputs(program: Program, state: TrainState) -> dict[str, np.ndarray]:
@@ -86,15 +91,38 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
     return {key: float(np.mean([m[key] for m in fetched])) for key in fetched[0]}
 
 
+_NONFINITE_HINTS = {
+    "loss": "the parameters it started from were finite, so look at this step's batch (NaN or "
+            "inf inputs) or lower learning_rate",
+    "param_norm": "the loss was finite but the update was not (the gradients overflowed): "
+                  "lower learning_rate or set grad_clip_norm",
+}
+
+
 def _check_finite(history: list[dict[str, Any]], first_step: int, last_good: int | None,
-                  ckpt_dir: str) -> None:
-    losses_ = [float(m["loss"]) for m in jax.device_get(history)]
-    for offset, value in enumerate(losses_):
-        if not np.isfinite(value):
-            raise FloatingPointError(
-                f"loss became {value} at step {first_step + offset + 1}; last good checkpoint: "
-                f"{'none' if last_good is None else f'step {last_good}'} in {ckpt_dir}"
-            )
+                  unverified: int | None, ckpt_dir: str) -> int | None:
+    """Raise at the first non-finite loss or parameter norm; return the updated last good step.
+
+    The loss of step s is computed from the parameters saved at step s - 1, so a saved step
+    (`unverified`) becomes the last good checkpoint once the loss of the step after it is finite.
+    """
+    for offset, metrics in enumerate(jax.device_get(history)):
+        step = first_step + offset + 1
+        for key in ("loss", "param_norm"):
+            value = float(metrics.get(key, 0.0))
+            if not np.isfinite(value):
+                good = "none" if last_good is None else f"step {last_good}"
+                note = (f"; step {unverified} was saved but the loss after it is {value}"
+                        if unverified is not None and unverified != last_good
+                        and step == unverified + 1 and key == "loss" else "")
+                raise FloatingPointError(
+                    f"{key} became {value} at step {step}; last good checkpoint: {good} in "
+                    f"{ckpt_dir} (finite parameters and a finite loss on the next step){note}. "
+                    f"{_NONFINITE_HINTS[key]}"
+                )
+            if key == "loss" and unverified is not None and step == unverified + 1:
+                last_good = unverified
+    return last_good
 
 
 @dataclasses.dataclass
@@ -112,8 +140,12 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
     check_keys(config)
+    validate_config(config)  # before any file is written
     task = task or classification_task(config)
     program = build_program(config, task)
+    if config.batch_size > task.dataset.num_train:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the {task.dataset.num_train} "
+                         f"training examples of {config.dataset!r}; use a smaller batch_size")
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -156,9 +188,15 @@ def restore_checkpoint(
     config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
 ) -> tuple[Program, int, TrainState]:
     """(program, step, state) of the latest readable checkpoint in workdir/checkpoints."""
+    check_keys(config)
+    validate_config(config)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not saved_steps(ckpt_dir):  # checked before Orbax creates folders or threads
+        raise FileNotFoundError(
+            f"no checkpoint in {ckpt_dir}: train first (python -m experiments.train "
+            f"--workdir={workdir} ...) or pass the workdir of a finished run")
     task = task or classification_task(config)
     program = build_program(config, task)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
     checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False)
     try:
         step, state = checkpointer.restore_latest(program.abstract_state)
@@ -193,7 +231,7 @@ def _steps(program: Program, state: TrainState, start_step: int, batches, io: _R
            ) -> TrainState:
     config, total_steps = program.config, program.total_steps
     history: list[dict[str, Any]] = []
-    last_good = io.checkpointer.latest_step()
+    last_good, unverified = None, io.checkpointer.latest_step()
     wait_time, window_start, window_first = 0.0, time.perf_counter(), start_step
     for step in range(start_step, total_steps):
         t0 = time.perf_counter()
@@ -204,7 +242,8 @@ def _steps(program: Program, state: TrainState, start_step: int, batches, io: _R
         done = step + 1
         is_last = done == total_steps
         if done % config.log_every_steps == 0 or is_last:
-            _check_finite(history, done - len(history), last_good, io.ckpt_dir)
+            last_good = _check_finite(history, done - len(history), last_good, unverified,
+                                      io.ckpt_dir)
             summary = _mean_metrics(history)
             elapsed = time.perf_counter() - window_start
             summary["images_per_sec"] = (done - window_first) * config.batch_size / elapsed
@@ -217,7 +256,8 @@ def _steps(program: Program, state: TrainState, start_step: int, batches, io: _R
         if config.eval_every_steps and done % config.eval_every_steps == 0 and not is_last:
             io.writer.write(done, "eval", evaluate(program, state))
         if done % config.checkpoint_every_steps == 0 or is_last:
-            _check_finite(history, done - len(history), last_good, io.ckpt_dir)
+            last_good = _check_finite(history, done - len(history), last_good, unverified,
+                                      io.ckpt_dir)
             io.checkpointer.save(done, state)
-            last_good = done
+            unverified = done
     return state

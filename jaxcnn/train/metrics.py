@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -14,6 +15,23 @@ import numpy as np
 
 def _scalar(value: Any) -> float:
     return float(np.asarray(value))
+
+
+def _event_file(directory: str):
+    """A new TensorBoard event file in `directory`, written without importing TensorFlow.
+
+    TensorBoard's EventFileWriter would import TensorFlow (with its start-up banners) for its
+    file system layer; its RecordWriter only frames records around a plain file.
+    """
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    os.makedirs(directory, exist_ok=True)
+    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+    writer = RecordWriter(open(os.path.join(directory, name), "wb"))  # noqa: SIM115
+    writer.write(event_pb2.Event(wall_time=time.time(),
+                                 file_version="brain.Event:2").SerializeToString())
+    return writer
 
 
 class MetricWriter:
@@ -28,10 +46,7 @@ class MetricWriter:
         os.makedirs(workdir, exist_ok=True)
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
         if tensorboard:
-            import tensorflow as tf
-
-            tf.config.set_visible_devices([], "GPU")
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            self._tb = _event_file(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         """One JSON line {"step", "split", **metrics} and one TensorBoard scalar per metric."""
@@ -41,11 +56,13 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": step, "split": split, **values}) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
-            import tensorflow as tf
+            from tensorboard.compat.proto import event_pb2, summary_pb2
 
-            with self._tb.as_default(step=step):
-                for key, value in values.items():
-                    tf.summary.scalar(f"{split}/{key}", value)
+            summary = summary_pb2.Summary(value=[
+                summary_pb2.Summary.Value(tag=f"{split}/{key}", simple_value=value)
+                for key, value in values.items()])
+            self._tb.write(event_pb2.Event(wall_time=time.time(), step=step,
+                                           summary=summary).SerializeToString())
             self._tb.flush()
 
     def close(self) -> None:

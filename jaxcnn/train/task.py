@@ -121,6 +121,7 @@ def classification_task(
     dataset = dataset or data_lib.get_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
         augment=config.augment, download=config.download,
+        num_classes=config.get("num_classes"),
     )
     conv_impl = kernels.choose(config.conv_impl, jax.devices()[0].platform)  # the mesh's devices
     model = model or models.get_model(config.model, num_classes=dataset.num_classes,

@@ -1,0 +1,52 @@
+"""The lecture's tables, regenerated from the project's own models, counting and training loop.
+
+One module per table (its rows, its budgets, its `build`), `harness` (budgets, data, training
+through `jaxcnn.train.train_and_evaluate`, timing), `render` (markdown, CSV, PNG). `TABLES`
+maps each name to its `build(budget, runs_dir, *, overrides, data_dir) -> Table`;
+`experiments/reproduce.py` builds them from the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from experiments.tables import (
+    alexnet_ablation,
+    architectures,
+    filter_sizes,
+    inception_cost,
+    lenet5,
+    residual_vs_plain,
+)
+from experiments.tables.harness import BUDGETS, Budget, check_budget
+from experiments.tables.render import Table, write_table
+
+TABLES: dict[str, Callable[..., Table]] = {
+    "lenet5": lenet5.build,
+    "inception_cost": inception_cost.build,
+    "filter_sizes": filter_sizes.build,
+    "alexnet_ablation": alexnet_ablation.build,
+    "residual_vs_plain": residual_vs_plain.build,
+    "architectures": architectures.build,
+}
+# The tables that train, and how at each budget.
+TRAINING_BUDGETS: dict[str, dict[str, Budget]] = {
+    "filter_sizes": filter_sizes.TRAINING_BUDGETS,
+    "alexnet_ablation": alexnet_ablation.TRAINING_BUDGETS,
+    "residual_vs_plain": residual_vs_plain.TRAINING_BUDGETS,
+}
+TRAINED_TABLES = tuple(TRAINING_BUDGETS)
+
+__all__ = ["BUDGETS", "TABLES", "TRAINED_TABLES", "TRAINING_BUDGETS", "build_table",
+           "write_table"]
+
+
+def build_table(name: str, budget: str = "small", runs_dir: str | None = None, *,
+                overrides: str | None = None, data_dir: str | None = None) -> Table:
+    """Build table `name` at `budget`; trained tables keep their runs under `runs_dir`."""
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
+    check_budget(budget)
+    if name in TRAINING_BUDGETS and runs_dir is None:
+        raise ValueError(f"table {name!r} trains: pass runs_dir, a directory for its runs")
+    return TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir)
