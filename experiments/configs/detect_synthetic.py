@@ -28,4 +28,8 @@ def get_config(arg: str | None = None):
     config.log_every_steps = 100
     config.checkpoint_every_steps = 500
     config.task = ml_collections.ConfigDict(dict(TASK_DEFAULTS))
+    # A small trunk for 2 CPU cores: ResNet-18's CIFAR form (stride 8) at 1/8 of its widths.
+    config.task.backbone = "resnet18_cifar"
+    config.task.backbone_kwargs = ml_collections.ConfigDict({"widths": (8, 16, 32, 64)})
+    config.task.head_channels = 64
     return override(config, arg)
