@@ -120,3 +120,30 @@ def test_grid_and_input_size_errors_name_the_fix():
     out = jax.eval_shape(lambda: model.init_with_output(
         jax.random.key(0), jnp.zeros((2, 96, 96, 3)), train=False)[0])
     assert out.shape == (2, 6, 6, 3, 8)
+
+
+def test_trunk_starts_from_torchvision_weights_and_mismatches_are_named(tmp_path):
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_models
+    from jaxcnn import convert, models
+
+    net = torch_models.build("resnet18", 1000, (224, 224, 3))  # torchvision's layout
+    path = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    detector = yolo.YOLODetector(models.get_trunk("resnet18"),
+                                 trunk_stride=32, grid=3, num_anchors=3, num_classes=3)
+    fresh = detector.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), train=False)
+    loaded = yolo.pretrained_trunk("resnet18", str(path))(dict(fresh))
+    expected = convert.from_torchvision("resnet18", str(path))
+    np.testing.assert_array_equal(loaded["params"]["trunk"]["conv1"]["kernel"],
+                                  expected["params"]["conv1"]["kernel"])
+    np.testing.assert_array_equal(loaded["batch_stats"]["trunk"]["bn1"]["mean"],
+                                  expected["batch_stats"]["bn1"]["mean"])
+    # The head keeps its own initialisation.
+    np.testing.assert_array_equal(loaded["params"]["head_out"]["kernel"],
+                                  fresh["params"]["head_out"]["kernel"])
+    narrow = yolo.YOLODetector(models.get_trunk("resnet18", widths=(8, 16, 32, 64)),
+                             trunk_stride=32, grid=3, num_anchors=3, num_classes=3)
+    variables = narrow.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), train=False)
+    with pytest.raises(ValueError, match=r"has shape \(64,\), the trunk needs \(8,\)"):
+        yolo.pretrained_trunk("resnet18", str(path))(dict(variables))

@@ -36,6 +36,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "iou_threshold": 0.45,  # NMS
     "score_threshold": 0.01,
     "max_detections": 50,
+    "init_weights": "",  # a torchvision .pth of config.task.backbone for the trunk; "": scratch
     "class_names": (),  # a YOLO-txt folder's class names (VOC folders name their classes)
     "synthetic_train": 4000,  # scenes generated for config.dataset="synthetic_scenes"
     "synthetic_test": 1000,
@@ -274,7 +275,10 @@ def yolo_task(config: Any, dataset: Any = None) -> tuple[Any, DetectorSpec]:
                        score_threshold=spec.score_threshold, max_detections=spec.max_detections)
         return {**found, "boxes": batch["boxes"], "classes": batch["classes"]}
 
+    init_variables = (pretrained_trunk(settings.backbone, settings.init_weights)
+                      if settings.init_weights else None)
     task = train.Task(model=model, dataset=dataset, loss_fn=loss_fn, output_fn=output_fn,
+                      init_variables=init_variables,
                       make_evaluator=lambda: train.GatherAll(
                           lambda out: map_metrics(out, spec.class_names)),
                       task_defaults=TASK_DEFAULTS)
@@ -291,3 +295,38 @@ def constant_baseline(dataset: Any, class_names: Sequence[str]) -> dict[str, flo
     return map_metrics({"det_boxes": np.tile(mean_box, (n, 1, 1)), "det_scores": np.ones((n, 1)),
                         "det_classes": np.full((n, 1), common), "boxes": dataset.boxes_test,
                         "classes": dataset.classes_test}, class_names)
+
+
+def pretrained_trunk(backbone: str, path: str):
+    """A Task.init_variables that loads a torchvision .pth of `backbone` into the trunk
+    (the classifier's weights are not used); a mismatch names the parameter."""
+    from jaxcnn import convert
+
+    loaded = convert.from_torchvision(backbone, path)
+
+    def load(variables: dict[str, Any]) -> dict[str, Any]:
+        for collection in ("params", "batch_stats"):
+            if "trunk" not in variables.get(collection, {}):
+                continue
+            fresh = variables[collection]["trunk"]
+            source = loaded.get(collection, {})
+            flat_fresh = jax.tree_util.tree_flatten_with_path(fresh)[0]
+            leaves = []
+            for key_path, leaf in flat_fresh:
+                value = source
+                for key in key_path:
+                    name = key.key
+                    if name not in value:
+                        raise ValueError(f"{path}: no weights for trunk parameter "
+                                         f"{collection}/{jax.tree_util.keystr(key_path)}")
+                    value = value[name]
+                if tuple(value.shape) != tuple(leaf.shape):
+                    raise ValueError(f"{path}: {collection}/{jax.tree_util.keystr(key_path)} has "
+                                     f"shape {value.shape}, the trunk needs {leaf.shape}")
+                leaves.append(jnp.asarray(value, leaf.dtype))
+            treedef = jax.tree_util.tree_structure(fresh)
+            variables[collection] = {**variables[collection],
+                                     "trunk": jax.tree_util.tree_unflatten(treedef, leaves)}
+        return variables
+
+    return load
