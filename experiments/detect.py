@@ -37,6 +37,9 @@ _DATA = flags.DEFINE_string("data", None, "synthetic | voc:DIR | yolo:DIR | a TF
 _IMAGES = flags.DEFINE_string("images", None, "predict: a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict/anchors: where the PNGs go.")
 _MAX_K = flags.DEFINE_integer("max_k", 9, "anchors: the largest number of clusters.")
+_INIT_WEIGHTS = flags.DEFINE_string(
+    "init_weights", None, "train: a torchvision .pth of config.task.backbone for the trunk "
+    "(same as --config.task.init_weights); default: from scratch.")
 
 
 def dataset_name(data: str) -> str:
@@ -80,6 +83,8 @@ def _finish(config, task, spec, metrics, step) -> None:
 
 def train_command() -> None:
     config = _config(from_workdir=False)
+    if _INIT_WEIGHTS.value:
+        config.task.init_weights = _INIT_WEIGHTS.value
     task, spec = yolo.yolo_task(config)
     # Record the anchors (k-means of the training boxes) so evaluation and prediction reuse them.
     config.task.anchors = tuple(tuple(float(v) for v in a) for a in spec.anchors)
