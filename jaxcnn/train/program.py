@@ -100,6 +100,8 @@ def init_state(task: Task, tx: optax.GradientTransformation, seed: int) -> Calla
         params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
         variables = task.model.init({"params": params_rng, "dropout": dropout_rng},
                                     jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        if task.init_variables is not None:
+            variables = task.init_variables(dict(variables))
         params = variables["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           batch_stats=variables.get("batch_stats", {}),

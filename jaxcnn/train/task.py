@@ -86,6 +86,8 @@ class Task:
     # How the eval step runs the model (default: model.apply(variables, x, train=False));
     # e.g. to capture intermediate activations.
     eval_apply: ApplyFn | None = None
+    # Applied to freshly initialised variables (not to restored ones): e.g. pretrained weights.
+    init_variables: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     task_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):

@@ -1,0 +1,80 @@
+r"""Train and inference images/s of the YOLO-style detector (the loop's own program).
+
+  python benchmarks/detector.py [--backbone=resnet20_cifar] [--side=96] [--batch=32]
+
+The train step is `train.build_program`'s (the one every run uses); inference is the eval
+step (forward, decode, per-class NMS). Data is already on the device; medians of --rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import jax
+import ml_collections
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from jaxcnn import train  # noqa: E402
+from jaxcnn.data.detection import synthetic_scenes  # noqa: E402
+from jaxcnn.detection import yolo  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("backbone", "resnet20_cifar", "registry model whose trunk is used")
+flags.DEFINE_integer("side", 96, "input side (pixels)")
+flags.DEFINE_integer("batch", 32, "batch size")
+flags.DEFINE_integer("steps", 5, "steps per timed round")
+flags.DEFINE_integer("rounds", 3, "timed rounds (median reported)")
+
+
+def _rate(fn, steps: int, rounds: int, batch: int) -> tuple[float, float]:
+    """(compile seconds, median images/s) of `fn()` called `steps` times per round."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    compile_s = time.perf_counter() - start
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = fn()
+        jax.block_until_ready(out)
+        rates.append(steps * batch / (time.perf_counter() - start))
+    return compile_s, statistics.median(rates)
+
+
+def main(argv):
+    del argv
+    config = train.default_config()
+    config.update({"batch_size": FLAGS.batch, "eval_batch_size": FLAGS.batch, "train_steps": 1,
+                   "image_size": (FLAGS.side, FLAGS.side)})
+    config.task = ml_collections.ConfigDict(dict(yolo.TASK_DEFAULTS, backbone=FLAGS.backbone))
+    dataset = synthetic_scenes(FLAGS.batch, FLAGS.batch, image_size=FLAGS.side)
+    task, _ = yolo.yolo_task(config, dataset)
+    program = train.build_program(config, task)
+    state = program.init_state()
+    batch = program.to_global(next(dataset.train_batches(FLAGS.batch, seed=0)))
+    eval_batch = program.to_global(next(dataset.eval_batches(FLAGS.batch)))
+    box = {"state": state}
+
+    def train_once():
+        box["state"], metrics = program.train_step(box["state"], batch)
+        return metrics
+
+    train_compile, train_rate = _rate(train_once, FLAGS.steps, FLAGS.rounds, FLAGS.batch)
+    infer_compile, infer_rate = _rate(lambda: program.eval_step(box["state"], eval_batch),
+                                      FLAGS.steps, FLAGS.rounds, FLAGS.batch)
+    device = jax.devices()[0]
+    print(f"detector ({FLAGS.backbone} trunk, {FLAGS.side}x{FLAGS.side}, batch {FLAGS.batch}) "
+          f"on {device.platform} ({device.device_kind}, {os.cpu_count()} cores): train "
+          f"{train_rate:.1f} img/s (compile {train_compile:.1f} s), inference with NMS "
+          f"{infer_rate:.1f} img/s (compile {infer_compile:.1f} s)")
+
+
+if __name__ == "__main__":
+    app.run(main)
