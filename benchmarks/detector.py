@@ -1,6 +1,8 @@
 r"""Train and inference images/s of the YOLO-style detector (the loop's own program).
 
-  python benchmarks/detector.py [--backbone=resnet20_cifar] [--side=96] [--batch=32]
+  python benchmarks/detector.py [--config=experiments/configs/detect_synthetic.py] [--batch=32]
+
+The detector is the config's (trunk, grid, anchors count, head width, input side).
 
 The train step is `train.build_program`'s (the one every run uses); inference is the eval
 step (forward, decode, per-class NMS). Data is already on the device; medians of --rounds.
@@ -8,13 +10,13 @@ step (forward, decode, per-class NMS). Data is already on the device; medians of
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import sys
 import time
 
 import jax
-import ml_collections
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +28,7 @@ from jaxcnn.data.detection import synthetic_scenes  # noqa: E402
 from jaxcnn.detection import yolo  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("backbone", "resnet20_cifar", "registry model whose trunk is used")
-flags.DEFINE_integer("side", 96, "input side (pixels)")
+flags.DEFINE_string("config", "experiments/configs/detect_synthetic.py", "detector config")
 flags.DEFINE_integer("batch", 32, "batch size")
 flags.DEFINE_integer("steps", 5, "steps per timed round")
 flags.DEFINE_integer("rounds", 3, "timed rounds (median reported)")
@@ -50,11 +51,13 @@ def _rate(fn, steps: int, rounds: int, batch: int) -> tuple[float, float]:
 
 def main(argv):
     del argv
-    config = train.default_config()
-    config.update({"batch_size": FLAGS.batch, "eval_batch_size": FLAGS.batch, "train_steps": 1,
-                   "image_size": (FLAGS.side, FLAGS.side)})
-    config.task = ml_collections.ConfigDict(dict(yolo.TASK_DEFAULTS, backbone=FLAGS.backbone))
-    dataset = synthetic_scenes(FLAGS.batch, FLAGS.batch, image_size=FLAGS.side)
+    spec = importlib.util.spec_from_file_location("detector_config", FLAGS.config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.update({"batch_size": FLAGS.batch, "eval_batch_size": FLAGS.batch, "train_steps": 1})
+    side = config.image_size[0]
+    dataset = synthetic_scenes(FLAGS.batch, FLAGS.batch, image_size=side)
     task, _ = yolo.yolo_task(config, dataset)
     program = train.build_program(config, task)
     state = program.init_state()
@@ -70,7 +73,8 @@ def main(argv):
     infer_compile, infer_rate = _rate(lambda: program.eval_step(box["state"], eval_batch),
                                       FLAGS.steps, FLAGS.rounds, FLAGS.batch)
     device = jax.devices()[0]
-    print(f"detector ({FLAGS.backbone} trunk, {FLAGS.side}x{FLAGS.side}, batch {FLAGS.batch}) "
+    print(f"detector ({config.task.backbone} trunk {dict(config.task.backbone_kwargs)}, "
+          f"{side}x{side}, grid {config.task.grid}, batch {FLAGS.batch}) "
           f"on {device.platform} ({device.device_kind}, {os.cpu_count()} cores): train "
           f"{train_rate:.1f} img/s (compile {train_compile:.1f} s), inference with NMS "
           f"{infer_rate:.1f} img/s (compile {infer_compile:.1f} s)")

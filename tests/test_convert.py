@@ -13,7 +13,12 @@ nn = torch.nn
 
 from benchmarks import torch_models  # noqa: E402  (the one torch reference, torchvision names)
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only, without leaking torch's global grad mode into other test modules."""
+    with torch.no_grad():
+        yield
 
 
 
