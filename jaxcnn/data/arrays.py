@@ -96,7 +96,7 @@ def augment_batch(images: np.ndarray, kind: str, rng: np.random.Generator) -> np
 
 
 @dataclasses.dataclass(frozen=True)
-class ArrayDataset:
+class ArrayDataset(base.InMemorySplits):
     """Train/test arrays in memory; batch k of epoch e is a pure function of (seed, e, k)."""
 
     name: str
@@ -124,18 +124,6 @@ class ArrayDataset:
             raise ValueError(f"{self.name}: labels must lie in [0, {self.num_classes})")
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_train(self) -> int:
-        return len(self.x_train)
-
-    @property
-    def num_eval(self) -> int:
-        return len(self.x_test)
-
-    @property
     def mean(self) -> np.ndarray:
         return self.x_train.mean(axis=(0, 1, 2))
 
@@ -146,9 +134,6 @@ class ArrayDataset:
     @property
     def batch_keys(self) -> tuple[str, ...]:
         return ("image", "label")
-
-    def steps_per_epoch(self, global_batch: int) -> int:
-        return max(1, self.num_train // global_batch)
 
     def train_batches(
         self, global_batch: int, *, seed: int, start_step: int = 0,

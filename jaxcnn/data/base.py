@@ -75,6 +75,26 @@ class Dataset(Protocol):
         """Every eval example once, padded to full local batches with a float `mask`."""
 
 
+class InMemorySplits:
+    """Shapes and sizes of a dataset that holds its splits as arrays `x_train` and `x_test`
+    (N, H, W, C); the dataset kinds in memory share these instead of each defining them."""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def num_eval(self) -> int:
+        return len(self.x_test)
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        return max(1, self.num_train // global_batch)
+
+
 def local_batch_size(global_batch: int, process_count: int) -> int:
     """This process's share of a global batch (which must split evenly over processes)."""
     if global_batch < 1 or global_batch % process_count:

@@ -36,7 +36,7 @@ class AnnotationError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class DetectionDataset:
+class DetectionDataset(base.InMemorySplits):
     """Images with padded boxes; batch k of epoch e is a pure function of (seed, e, k)."""
 
     name: str
@@ -73,27 +73,12 @@ class DetectionDataset:
         return len(self.class_names)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_train(self) -> int:
-        return len(self.x_train)
-
-    @property
-    def num_eval(self) -> int:
-        return len(self.x_test)
-
-    @property
     def mean(self) -> np.ndarray:
         return self.x_train.mean(axis=(0, 1, 2))
 
     @property
     def std(self) -> np.ndarray:
         return self.x_train.std(axis=(0, 1, 2)) + 1e-6
-
-    def steps_per_epoch(self, global_batch: int) -> int:
-        return max(1, self.num_train // global_batch)
 
     def _batch(self, images, boxes, classes) -> Batch:
         batch = {"image": images, "boxes": boxes.astype(np.float32),

@@ -31,7 +31,7 @@ CROP_PAD = 4  # pixels of zero padding around each image before the random crop
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DeviceImageDataset:
+class DeviceImageDataset(data_base.InMemorySplits):
     """uint8 NHWC train/test images and int32 labels, kept whole on the device."""
 
     name: str
@@ -59,18 +59,6 @@ class DeviceImageDataset:
             raise ValueError(f"{self.name}: labels must lie in [0, {self.num_classes})")
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_train(self) -> int:
-        return len(self.x_train)
-
-    @property
-    def num_eval(self) -> int:
-        return len(self.x_test)
-
-    @property
     def mean(self) -> np.ndarray:
         """Per-channel mean of the train pixels in [0, 1]."""
         return self.x_train.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32) / 255.0
@@ -86,9 +74,6 @@ class DeviceImageDataset:
         """What the loop places on the devices once (replicated) and passes to every step."""
         return {"train_image": self.x_train, "train_label": self.y_train.astype(np.int32),
                 "eval_image": self.x_test, "eval_label": self.y_test.astype(np.int32)}
-
-    def steps_per_epoch(self, global_batch: int) -> int:
-        return max(1, self.num_train // global_batch)
 
     @property
     def batch_keys(self) -> tuple[str, ...]:

