@@ -395,6 +395,18 @@ def _parse_voc_xml(path: str) -> tuple[str | None, tuple[int, int] | None, list]
     return filename, shape, objects
 
 
+def _annotated_folder(root: str, layout: str, labels: str, on_error: str) -> tuple[str, str]:
+    """(root/images, root/LABELS) of a VOC or YOLO folder, after checking on_error and both."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, labels)
+    for folder in (image_dir, label_dir):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{layout} folder {root!r} needs images/ and {labels}/; "
+                                    f"{folder!r} does not exist")
+    return image_dir, label_dir
+
+
 def read_voc_folder(
     root: str, *, image_size: tuple[int, int] = (96, 96), class_names: Sequence[str] | None = None,
     on_error: str = "skip",
@@ -404,13 +416,7 @@ def read_voc_folder(
     VOC pixel boxes become relative (cx, cy, h, w) of the resized image. class_names=None
     takes every name found (sorted); otherwise another name is an error for that file.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
-    for folder in (image_dir, ann_dir):
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"VOC folder {root!r} needs images/ and annotations/; "
-                                    f"{folder!r} does not exist")
+    image_dir, ann_dir = _annotated_folder(root, "VOC", "annotations", on_error)
     xml_files = sorted(f for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
     parsed, problems = [], []
     for xml in xml_files:
@@ -463,13 +469,7 @@ def read_yolo_folder(
     on_error: str = "skip",
 ) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
     """root/images + root/labels/*.txt (`class cx cy w h` normalised) -> like read_voc_folder."""
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, "labels")
-    for folder in (image_dir, label_dir):
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"YOLO folder {root!r} needs images/ and labels/; "
-                                    f"{folder!r} does not exist")
+    image_dir, label_dir = _annotated_folder(root, "YOLO", "labels", on_error)
     names = tuple(class_names)
     files, images, all_boxes, all_classes, problems = [], [], [], [], []
     for image_file in sorted(f for f in os.listdir(image_dir)
