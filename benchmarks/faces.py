@@ -1,13 +1,16 @@
 r"""Face-embedding throughput: jaxcnn's FaceEncoder next to a plain PyTorch encoder, one CPU.
 
-  python benchmarks/faces.py [--trunk=lenet5] [--batch=256] [--input=64,64,1] [--dim=64]
+  python benchmarks/faces.py [--trunk=lenet5] [--head=flatten] [--batch=256] [--input=64,64,1]
+      [--dim=64]
 
-Both encoders are the same network: the registry trunk with its classifier resized to
-the embedding dimension, then L2 normalisation (PyTorch: benchmarks/torch_models.py +
-torch.nn.functional.normalize), fp32, inference mode. jaxcnn runs the jit-compiled
-`FaceEncoder.apply` the experiment uses; PyTorch runs eager with torch.set_num_threads equal
-to the cores JAX sees. Timed blocks alternate between the two (so load from other
-processes hits both alike) and the medians are reported in images/s.
+Both encoders are the same network: the registry trunk, the head (`flatten`/`avg`: its
+feature map flattened or averaged, then one linear layer; `classifier`: the whole model with
+its classifier resized to the embedding dimension), then L2 normalisation (PyTorch:
+benchmarks/torch_models.embedding_encoder + torch.nn.functional.normalize), fp32, inference
+mode. jaxcnn runs the jit-compiled `FaceEncoder.apply` the experiment uses; PyTorch runs
+eager with torch.set_num_threads equal to the cores JAX sees. Timed blocks alternate between
+the two (so load from other processes hits both alike) and the medians are reported in
+images/s.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ flags.DEFINE_string("trunk", "lenet5", "registry model used as the trunk")
 flags.DEFINE_integer("batch", 256, "images per call")
 flags.DEFINE_string("input", "64,64,1", "H,W,C")
 flags.DEFINE_integer("dim", 64, "embedding dimension")
+flags.DEFINE_enum("head", "flatten", ["flatten", "avg", "classifier"], "FaceEncoder head")
 flags.DEFINE_integer("rounds", 7, "timed rounds, one block per framework each")
 flags.DEFINE_float("block_seconds", 1.0, "target length of one timed block")
 
@@ -56,7 +60,7 @@ def main(argv):
     x = np.random.default_rng(0).random((FLAGS.batch, *shape), np.float32)
 
     conv_impl = kernels.choose("auto", jax.devices()[0].platform)  # as the experiment
-    model = faces.FaceEncoder(FLAGS.trunk, FLAGS.dim, {"conv_impl": conv_impl})
+    model = faces.FaceEncoder(FLAGS.trunk, FLAGS.dim, {"conv_impl": conv_impl}, head=FLAGS.head)
     variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]), train=False)
     apply = jax.jit(lambda v, images: model.apply(v, images, train=False))
     x_jax = jnp.asarray(x)
@@ -66,7 +70,7 @@ def main(argv):
         apply(variables, x_jax).block_until_ready()
         return FLAGS.batch
 
-    net = torch_models.build(FLAGS.trunk, FLAGS.dim, shape).eval()
+    net = torch_models.embedding_encoder(FLAGS.trunk, FLAGS.dim, shape, FLAGS.head).eval()
     x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 
     def run_torch() -> int:
@@ -82,8 +86,9 @@ def main(argv):
         rates["jaxcnn"].append(_time_block(run_jax, FLAGS.block_seconds))
         rates["torch"].append(_time_block(run_torch, FLAGS.block_seconds))
     jax_rate, torch_rate = (statistics.median(rates[k]) for k in ("jaxcnn", "torch"))
-    print(f"{FLAGS.trunk} encoder ({conv_impl}), {FLAGS.dim}-d embedding, input {shape}, batch "
-          f"{FLAGS.batch}, {cores} cores, {FLAGS.rounds} alternating rounds (median)")
+    print(f"{FLAGS.trunk} encoder, {FLAGS.head} head ({conv_impl}), {FLAGS.dim}-d embedding, "
+          f"input {shape}, batch {FLAGS.batch}, {cores} cores, {FLAGS.rounds} alternating "
+          "rounds (median)")
     print(f"parameters: jaxcnn {jax_params:,}  torch {torch_params:,}")
     print(f"jaxcnn  {jax_rate:10.0f} images/s")
     print(f"torch   {torch_rate:10.0f} images/s")

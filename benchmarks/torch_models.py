@@ -291,3 +291,28 @@ def build(name: str, num_classes: int, image_shape: tuple[int, int, int]) -> nn.
     if name not in BUILDERS:
         raise KeyError(f"no PyTorch counterpart for {name!r}; have {sorted(BUILDERS)}")
     return BUILDERS[name](num_classes, image_shape[2])
+
+
+def trunk(net: nn.Module) -> nn.Module:
+    """The convolutional trunk of a module from `build` (LeNet-5, or a model with `features`),
+    ending where the registry's get_trunk ends (KeyError for the others)."""
+    if isinstance(net, LeNet5):
+        return nn.Sequential(net.conv1, nn.ReLU(), nn.MaxPool2d(2), net.conv2, nn.ReLU(),
+                             nn.MaxPool2d(2))
+    if hasattr(net, "features"):
+        return net.features
+    raise KeyError(f"no PyTorch trunk for {type(net).__name__}; LeNet5, AlexNet and VGG have one")
+
+
+def embedding_encoder(name: str, dim: int, image_shape: tuple[int, int, int],
+                      head: str = "flatten") -> nn.Module:
+    """jaxcnn.faces.FaceEncoder's network before normalisation: registry model `name`'s trunk,
+    the head ('flatten' / 'avg' + one Linear, or 'classifier' resized to `dim`)."""
+    if head == "classifier":
+        return build(name, dim, image_shape)
+    features = trunk(build(name, dim, image_shape))
+    pool = nn.Flatten() if head == "flatten" else nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                                                nn.Flatten())
+    with torch.no_grad():
+        width = pool(features(torch.zeros(1, image_shape[2], *image_shape[:2]))).shape[1]
+    return nn.Sequential(features, pool, nn.Linear(width, dim))

@@ -31,13 +31,32 @@ NOT_RECOGNISED = "not recognised"
 
 # --- The encoder ---------------------------------------------------------------------------
 
-def embedding_backbone(trunk: str, embedding_dim: int, **kwargs: Any) -> nn.Module:
-    """A module mapping NHWC images to (B, embedding_dim) unnormalised vectors.
+HEADS = ("flatten", "avg", "classifier")
 
-    The registry model `trunk` with its classifier resized to `embedding_dim` outputs: its
-    features (up to the global pool / last hidden layer) followed by one linear projection.
+
+def embedding_backbone(trunk: str, embedding_dim: int, head: str = "flatten",
+                       **kwargs: Any) -> Any:
+    """(B, H, W, C) images, train -> (B, embedding_dim) unnormalised vectors; call it inside a
+    compact module (its layers become that module's children).
+
+    head 'flatten' / 'avg': `models.get_trunk(trunk)`'s last feature map, flattened (keeps
+    where a feature is: right for aligned faces) or globally averaged (any input size), then
+    one linear projection named 'embedding'. head 'classifier': the whole registry model with
+    its classifier resized to `embedding_dim` (its hidden fully connected layers kept).
     """
-    return models.get_model(trunk, num_classes=embedding_dim, **kwargs)
+    if head not in HEADS:
+        raise ValueError(f"head: expected one of {HEADS}; received {head!r}")
+    if head == "classifier":
+        return models.get_model(trunk, num_classes=embedding_dim, **kwargs)
+    features, projection = models.get_trunk(trunk, **kwargs), nn.Dense(embedding_dim,
+                                                                        name="embedding")
+
+    def backbone(x: jax.Array, train: bool) -> jax.Array:
+        fmap = features(x, train).astype(jnp.float32)
+        vector = jnp.mean(fmap, axis=(1, 2)) if head == "avg" else fmap.reshape(len(fmap), -1)
+        return projection(vector)
+
+    return backbone
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -48,7 +67,8 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 class FaceEncoder(nn.Module):
     """f(x): NHWC images in [0, 1] -> (B, embedding_dim) unit-norm float32 embeddings.
 
-    With `flip_average`, inference (train=False) embeds the image and its mirror image and
+    The registry trunk `trunk` + `head` (see embedding_backbone) + L2 normalisation. With
+    `flip_average`, inference (train=False) embeds the image and its mirror image and
     normalises their sum (a mirror-symmetric f for a net trained with flips).
     """
 
@@ -56,10 +76,12 @@ class FaceEncoder(nn.Module):
     embedding_dim: int = 64
     trunk_kwargs: Any = None  # dict of registry kwargs (conv_impl, dtype, ...)
     flip_average: bool = False
+    head: str = "flatten"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        backbone = embedding_backbone(self.trunk, self.embedding_dim, **(self.trunk_kwargs or {}))
+        backbone = embedding_backbone(self.trunk, self.embedding_dim, self.head,
+                                      **(self.trunk_kwargs or {}))
         z = backbone(x, train).astype(jnp.float32)
         if self.flip_average and not train:
             z = l2_normalize(z) + l2_normalize(backbone(x[:, :, ::-1], train).astype(jnp.float32))
@@ -333,6 +355,7 @@ TASK_DEFAULTS = {
     "train_people": "",  # e.g. 's1-s20'; '' = all people not evaluated
     "eval_people": "",  # e.g. 's21-s30'; '' = all people not trained on
     "flip_average": False,  # inference embeds image + mirror image (FaceEncoder)
+    "head": "flatten",  # HEADS: how the trunk's feature map becomes the embedding
 }
 
 
@@ -344,6 +367,8 @@ def task_config(config) -> dict[str, Any]:
     if task["mining"] not in losses.TRIPLET_MINING:
         raise ValueError(f"config.task.mining must be one of {losses.TRIPLET_MINING}; "
                          f"received {task['mining']!r}")
+    if task["head"] not in HEADS:
+        raise ValueError(f"config.task.head must be one of {HEADS}; received {task['head']!r}")
     if task["embedding_dim"] < 1 or task["margin"] < 0:
         raise ValueError(f"config.task: embedding_dim >= 1 and margin >= 0 expected; received "
                          f"{task['embedding_dim']}, {task['margin']}")
@@ -358,7 +383,8 @@ def encoder_from_config(config) -> FaceEncoder:
     kwargs.setdefault("conv_impl", kernels.choose(config.get("conv_impl", "auto"),
                                                   jax.devices()[0].platform))
     options = task_config(config)
-    return FaceEncoder(config.model, options["embedding_dim"], kwargs, options["flip_average"])
+    return FaceEncoder(config.model, options["embedding_dim"], kwargs, options["flip_average"],
+                       options["head"])
 
 
 def nearest_neighbour_correct(

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import faces, losses
+from jaxcnn import counting, faces, losses, models
 from jaxcnn.data import faces as face_data
 
 # --- triplet loss on hand-made vectors ----------------------------------------------------
@@ -271,6 +271,44 @@ def test_siamese_pair_shares_parameters():
     b = mirrored.apply(variables, x[:, :, ::-1], train=False)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert not np.allclose(np.asarray(a), np.asarray(emb), atol=1e-3)
+
+
+def test_trunk_heads_parameter_counts_and_projection():
+    """LeNet-5's trunk at 64x64 ends at 13x13x16; 'flatten' projects all 2,704 values,
+    'avg' the 16 channel means (counts by hand: conv1 5*5*1*6+6, conv2 5*5*6*16+16)."""
+    x = jnp.asarray(np.random.default_rng(1).random((3, 64, 64, 1)), jnp.float32)
+    trunk_params = (5 * 5 * 1 * 6 + 6) + (5 * 5 * 6 * 16 + 16)
+    expected = {"flatten": trunk_params + 13 * 13 * 16 * 8 + 8,
+                "avg": trunk_params + 16 * 8 + 8}
+    for head, count in expected.items():
+        model = faces.FaceEncoder("lenet5", 8, {"conv_impl": "xla"}, head=head)
+        variables = model.init(jax.random.PRNGKey(0), x, train=False)
+        assert counting.count_params(variables) == count
+        # The embedding is l2norm(W . pooled trunk features + b), recomputed in numpy.
+        params = variables["params"]
+        fmap = np.asarray(models.get_trunk("lenet5", conv_impl="xla").apply(
+            {"params": params["LeNet5_0"]}, x, train=False))
+        vector = fmap.reshape(3, -1) if head == "flatten" else fmap.mean(axis=(1, 2))
+        z = vector @ np.asarray(params["embedding"]["kernel"]) + np.asarray(
+            params["embedding"]["bias"])
+        np.testing.assert_allclose(np.asarray(model.apply(variables, x, train=False)),
+                                   z / np.linalg.norm(z, axis=1, keepdims=True), atol=1e-5)
+    with pytest.raises(ValueError, match="head.*'flatten', 'avg', 'classifier'.*'mean'"):
+        faces.FaceEncoder("lenet5", 8, head="mean").init(jax.random.PRNGKey(0), x, train=False)
+
+
+@pytest.mark.parametrize("head", faces.HEADS)
+def test_benchmark_torch_encoder_is_the_same_network(head):
+    """benchmarks/faces.py compares like with like: equal parameter counts per head."""
+    pytest.importorskip("torch")
+    from benchmarks import torch_models
+
+    shape = (64, 64, 1)
+    model = faces.FaceEncoder("lenet5", 64, {"conv_impl": "xla"}, head=head)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                  jnp.zeros((1, *shape)), train=False))
+    net = torch_models.embedding_encoder("lenet5", 64, shape, head)
+    assert counting.count_params(variables) == sum(p.numel() for p in net.parameters())
 
 
 def test_att_faces_layout(shared_data):

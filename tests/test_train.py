@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, run_module
 
 from jaxcnn import data as data_lib
-from jaxcnn import train
+from jaxcnn import models, train
 
 LENET_CONFIG = "experiments/configs/lenet5_mnist.py"
 
@@ -229,6 +229,11 @@ def test_unknown_config_key_is_named():
         train.train_and_evaluate(config, "/nonexistent/never/written")
     assert train.override(train.default_config(), "image_size=(28,28),learning_rate=1")[
         "image_size"] == (28, 28)
+    widened = train.override(train.default_config(), "model_kwargs.width=0.25")
+    assert widened.model_kwargs.width == 0.25  # the model's own kwargs are open
+    with pytest.raises(TypeError, match="no_such_kwarg"):
+        models.get_model("lenet5", **train.override(train.default_config(),
+                                                   "model_kwargs.no_such_kwarg=1").model_kwargs)
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):

@@ -69,7 +69,8 @@ def _parse_value(text: str) -> Any:
 
 
 def override(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Apply 'key=value,other.key=value' overrides; unknown keys raise naming the key."""
+    """Apply 'key=value,other.key=value' overrides; unknown keys raise naming the key (except
+    new model_kwargs.NAME keys: the model's own keyword arguments)."""
     if not arg:
         return config
     for item in _split_top_level(arg):
@@ -84,10 +85,12 @@ def override(config: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
                 if part not in parent:
                     raise KeyError(f"unknown config key {key!r} (no {part!r})")
                 parent = parent[part]
-        if name not in parent:
+        # model_kwargs is open: its keys are the registry model's keyword arguments, which the
+        # model itself checks when it is built.
+        if name not in parent and key != f"model_kwargs.{name}":
             raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(parent))}")
         value = _parse_value(text.strip())
-        if isinstance(parent[name], float) and isinstance(value, int):
+        if name in parent and isinstance(parent[name], float) and isinstance(value, int):
             value = float(value)
         parent[name] = value
     return config
