@@ -1,5 +1,6 @@
-"""Triplet-trained face embeddings on AT&T/ORL: LeNet-5 trunk, 64x64 grayscale, s1-s20,
-semi-hard mining (margin 0.2), the 'faces' augmentation, 1,500 steps of 10 people x 4 images.
+"""Triplet-trained face embeddings on AT&T/ORL: LeNet-5 trunk flattened to a 64-d embedding,
+64x64 grayscale, s1-s20, semi-hard mining (margin 0.2), the 'faces' augmentation, 1,500 steps
+of 10 people x 4 images (README "Faces": 95.4 % verification on s21-s30, 3 seeds).
 
 Usage: python -m experiments.faces train --data=../shared/data/att_faces --workdir=DIR
 [--config=experiments/configs/faces_att.py:task.mining=semi_hard,seed=1].
@@ -33,6 +34,7 @@ def get_config(arg: str | None = None):
     config.task.margin = 0.2
     config.task.augment = "faces"  # flip + small random affine + brightness/contrast
     config.task.flip_average = True  # inference only: embed image + mirror image
+    config.task.head = "flatten"  # trunk feature map flattened -> linear 64-d (see README)
     config.task.train_people = "s1-s20"
     config.task.eval_people = "s21-s30"
     return override(config, arg)
