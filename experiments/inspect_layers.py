@@ -12,6 +12,7 @@ of its top-k patches (the share of the most common label).
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -50,6 +51,20 @@ def _chosen_units(topk: inspect.TopK, layer: str, count: int) -> np.ndarray:
     return np.argsort(-best, kind="stable")[: min(count, len(best))]
 
 
+def _run_summary(config, workdir: str, step: int) -> str:
+    """'model `name` {kwargs}, checkpoint step N[, eval top-1 X %]' (top-1 from the run's
+    final_metrics.json when it was written at this step)."""
+    kwargs = dict(config.model_kwargs or {})
+    text = f"model `{config.model}`{f' {kwargs}' if kwargs else ''}, checkpoint step {step}"
+    path = os.path.join(workdir, "final_metrics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            metrics = json.load(f)
+        if metrics.get("step") == step and "top1" in metrics:
+            text += f", eval top-1 {100 * metrics['top1']:.1f} %"
+    return text
+
+
 def main(argv):
     del argv
     common.quiet_logging()
@@ -78,7 +93,7 @@ def main(argv):
     Image.fromarray(inspect.filter_grid(_first_kernel(variables["params"]))).save(
         os.path.join(_OUTPUT.value, "filters_layer1.png"))
     lines = [f"# Top-{_TOP_K.value} patches per unit", "",
-             f"Run `{_WORKDIR.value}` (model `{config.model}`, checkpoint step {step}), "
+             f"Run `{_WORKDIR.value}` ({_run_summary(config, _WORKDIR.value, step)}), "
              f"{base.dataset.num_eval} eval images of `{config.dataset}`.", "",
              "| layer | receptive field (px) | jump (px) | units | mean class purity of the "
              f"top-{_TOP_K.value} (shown units) | (all units) |", "|---|---|---|---|---|---|"]

@@ -138,3 +138,29 @@ def test_unknown_layer_lists_the_valid_ones():
 def test_class_purity_is_the_share_of_the_most_common_label():
     labels = np.array([[1, 2], [1, 3], [0, 4], [1, 2]])
     np.testing.assert_allclose(inspect.class_purity(labels), [0.75, 0.5])
+
+
+def test_inspect_layers_on_a_short_lenet_run(tmp_path):
+    """The experiment on the demo's LeNet-5 (its two conv layers): the index states the
+    receptive fields by hand (act1: 5 px, jump 1; act2 after a 2x2/2 pool and a 5x5 conv:
+    5 + 1 + (5 - 1) * 2 = 14 px, jump 2) and the run's own eval top-1."""
+    import json
+
+    from conftest import run_module
+
+    workdir, output = tmp_path / "run", tmp_path / "inspect"
+    overrides = ("train_steps=20,batch_size=64,log_every_steps=10,progress=False,"
+                 "tensorboard=False,checkpoint_every_steps=20")
+    run_module("experiments.train", f"--config=experiments/configs/lenet5_mnist.py:{overrides}",
+               f"--workdir={workdir}")
+    run_module("experiments.inspect_layers", f"--workdir={workdir}", f"--output={output}",
+               "--units=4", "--top_k=3")
+    index = (output / "index.md").read_text()
+    top1 = json.loads((workdir / "final_metrics.json").read_text())["top1"]
+    assert f"checkpoint step 20, eval top-1 {100 * top1:.1f} %" in index
+    rows = [line.split("|") for line in index.splitlines() if line.startswith("| 1: ")
+            or line.startswith("| 2: ")]
+    assert [(row[2].strip(), row[3].strip(), row[4].strip()) for row in rows] == [
+        ("5", "1", "6"), ("14", "2", "16")]  # (receptive field, jump, units)
+    assert sorted(os.listdir(output)) == ["filters_layer1.png", "index.md", "layer1_act1.png",
+                                          "layer2_act2.png"]
