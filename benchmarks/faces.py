@@ -26,12 +26,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script: make `benchmarks` and `jaxcnn` importable
     sys.path.insert(0, ROOT)
 
+from jaxcnn.faces import HEADS  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("trunk", "lenet5", "registry model used as the trunk")
 flags.DEFINE_integer("batch", 256, "images per call")
 flags.DEFINE_string("input", "64,64,1", "H,W,C")
 flags.DEFINE_integer("dim", 64, "embedding dimension")
-flags.DEFINE_enum("head", "flatten", ["flatten", "avg", "classifier"], "FaceEncoder head")
+flags.DEFINE_enum("head", "flatten", list(HEADS), "FaceEncoder head")
 flags.DEFINE_integer("rounds", 7, "timed rounds, one block per framework each")
 flags.DEFINE_float("block_seconds", 1.0, "target length of one timed block")
 

@@ -504,3 +504,13 @@ def test_localization_task_eval_through_train_and_evaluate_matches_direct_sums(t
         np.testing.assert_allclose(result.metrics[key], float(direct[key]) / 6, rtol=1e-5)
     np.testing.assert_allclose(result.metrics["loss"],
                                float(losses.localization_loss(out, target["target"])), rtol=1e-5)
+
+
+def test_annotated_folder_without_a_usable_image_names_the_folder_and_its_problems(tmp_path):
+    """Every label file skipped (here: an unknown class) is one clear error, not numpy's."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "images" / "a.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no usable annotated image in .*unknown class 3"):
+        detection_data.read_yolo_folder(str(tmp_path), ["raccoon"])

@@ -407,6 +407,19 @@ def _annotated_folder(root: str, layout: str, labels: str, on_error: str) -> tup
     return image_dir, label_dir
 
 
+def _annotated_set(
+    root: str, kept: list[tuple[str, np.ndarray, list, list]], names: tuple[str, ...],
+    problems: list[tuple[str, str]],
+) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
+    """The readers' result from the kept (file, image, boxes, classes): (files, stacked images,
+    (n, 4) float32 boxes, (n,) int32 classes, names, problems); none kept is an error."""
+    if not kept:
+        raise ValueError(f"no usable annotated image in {root!r}; problems: {problems[:3]}")
+    return ([file for file, *_ in kept], np.stack([image for _, image, *_ in kept]),
+            [np.array(boxes, np.float32).reshape(-1, 4) for *_, boxes, _ in kept],
+            [np.array(classes, np.int32) for *_, classes in kept], names, problems)
+
+
 def read_voc_folder(
     root: str, *, image_size: tuple[int, int] = (96, 96), class_names: Sequence[str] | None = None,
     on_error: str = "skip",
@@ -426,7 +439,7 @@ def read_voc_folder(
             _report(problems, xml, f"unreadable annotation ({error})", on_error)
     names = tuple(class_names) if class_names is not None else tuple(
         sorted({obj[0] for *_, objects in parsed for obj in objects}))
-    files, images, all_boxes, all_classes = [], [], [], []
+    kept = []
     for xml, filename, shape, objects in parsed:
         stem = os.path.splitext(xml)[0]
         image_file = (filename if filename and os.path.isfile(os.path.join(image_dir, filename))
@@ -457,11 +470,8 @@ def read_voc_folder(
         if bad:
             _report(problems, xml, bad, on_error)
             continue
-        files.append(image_file)
-        images.append(image)
-        all_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
-        all_classes.append(np.array(classes, np.int32))
-    return files, np.stack(images), all_boxes, all_classes, names, problems
+        kept.append((image_file, image, boxes, classes))
+    return _annotated_set(root, kept, names, problems)
 
 
 def read_yolo_folder(
@@ -471,7 +481,7 @@ def read_yolo_folder(
     """root/images + root/labels/*.txt (`class cx cy w h` normalised) -> like read_voc_folder."""
     image_dir, label_dir = _annotated_folder(root, "YOLO", "labels", on_error)
     names = tuple(class_names)
-    files, images, all_boxes, all_classes, problems = [], [], [], [], []
+    kept, problems = [], []
     for image_file in sorted(f for f in os.listdir(image_dir)
                              if f.lower().endswith(IMAGE_SUFFIXES)):
         label_file = os.path.splitext(image_file)[0] + ".txt"
@@ -506,11 +516,8 @@ def read_yolo_folder(
         except (OSError, ValueError) as error:
             _report(problems, image_file, f"unreadable image ({error})", on_error)
             continue
-        files.append(image_file)
-        images.append(image)
-        all_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
-        all_classes.append(np.array(classes, np.int32))
-    return files, np.stack(images), all_boxes, all_classes, names, problems
+        kept.append((image_file, image, boxes, classes))
+    return _annotated_set(root, kept, names, problems)
 
 
 def _split_from_csv(root: str, files: list[str], test_fraction: float) -> np.ndarray:
