@@ -9,6 +9,7 @@ from jaxcnn.train.config import (
     to_steps,
     validate_config,
 )
+from jaxcnn.train.errors import RunError, UsageError
 from jaxcnn.train.loop import (
     TrainResult,
     collect_outputs,
@@ -40,6 +41,7 @@ from jaxcnn.train.workdir import (
 
 __all__ = [
     "Checkpointer", "CorruptCheckpointError", "Evaluator", "FingerprintMismatchError",
+    "RunError", "UsageError",
     "GatherAll", "Program", "Task", "TrainResult", "TrainState", "WorkdirLock",
     "WorkdirLockedError", "build_program", "check_keys", "check_task_keys",
     "classification_task", "collect_outputs", "default_config", "evaluate",

@@ -12,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxcnn.train import workdir as workdir_lib
+from jaxcnn.train.errors import RunError
 from jaxcnn.train.faults import fault_point
 
 STATE_ITEM = "default"  # the name a single-item manager used: older checkpoints stay readable
@@ -19,7 +20,7 @@ CHECKSUM_ITEM = "checksum"
 CORRUPT_DIR = "corrupt"
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(RunError, RuntimeError):
     """A checkpoint whose arrays do not match the checksum recorded when it was saved."""
 
 

@@ -25,15 +25,17 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxcnn.train.errors import RunError
+
 LOCK_NAME = "writer.lock"
 FINGERPRINT_NAME = "fingerprint.json"
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(RunError, RuntimeError):
     """Another training holds the workdir."""
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(RunError, ValueError):
     """The checkpoints in a workdir were written by a run with a different state layout."""
 
 
