@@ -1,20 +1,26 @@
-"""Face verification and recognition with triplet-trained embeddings.
+"""Face verification and recognition: train, people-fold validation, evaluate, recognize.
 
-  python -m experiments.faces train --data=../shared/data/att_faces --workdir=/tmp/faces
-  python -m experiments.faces evaluate --workdir=/tmp/faces [--data=DIR] [--people=s21-s30]
-      [--pairs=pairs.txt]
-  python -m experiments.faces recognize --workdir=/tmp/faces --database=DIR --image=PATH
+  python -m experiments.faces train --workdir=W [--config=experiments/configs/faces_att.py]
+  python -m experiments.faces folds --workdir=W [--config=...] [--folds=4]
+  python -m experiments.faces evaluate --workdir=W [--data=DIR] [--pairs=pairs.txt]
+  python -m experiments.faces recognize --workdir=W --database=DIR --image=PATH
 
-`train` trains config.model + an L2-normalised embedding with the mined triplet loss
-through jaxcnn.train.train_and_evaluate on config.task.train_people. `evaluate` embeds
-people never seen in training and reports, for the model and for the raw-pixel L2 baseline:
-the verification protocol (10-fold accuracy, VAL@FAR, ROC curve PNG), one-shot recognition
-and open-set rejection. `recognize` enrols one image per person folder of --database and
-prints the name of --image's person, or "not recognised", with the distance.
+`train` trains the faces task (jaxcnn.tasks.faces) through jaxcnn.train.train_and_evaluate.
+`folds` is the validation used to choose every setting: k-fold cross-validation over the
+config's training people (4 folds of 5 of s1-s20), each fold trained on the other folds'
+people and evaluated on its own; it prints each figure's mean +- std over the folds for the
+model and the three baselines, and the mean of the folds' verification thresholds (the value
+for task.threshold). `evaluate` embeds the people of --data (default: the run's held-out
+people; a folder holding only new people works) and reports the model beside raw pixels,
+Eigenfaces and Fisherfaces (fitted on the run's training people) on the same pairs and draws,
+with a ROC plot. `recognize` enrols the first image of each person folder of --database and
+names --image's person, or "not recognised", at the run's threshold (task.threshold, chosen on
+validation people) and says where the threshold came from.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -27,141 +33,147 @@ from ml_collections import ConfigDict, config_flags
 from experiments import common
 from jaxcnn import faces, train
 from jaxcnn.data import faces as face_data
+from jaxcnn.tasks import faces as faces_task
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "faces_att.py"),
-    "Config file[:overrides] (train only; evaluate/recognize read the workdir's).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
-_DATA = flags.DEFINE_string("data", None, "Identity-folder root (one folder per person).")
-_PEOPLE = flags.DEFINE_string("people", None, "evaluate: people to evaluate, e.g. s21-s30 "
-                              "(default: the config's task.eval_people).")
+    "Config file[:overrides] (train and folds; evaluate/recognize read the workdir's).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (folds: one per fold below).")
+_DATA = flags.DEFINE_string("data", None, "train/folds: the identity folder (sets "
+                            "config.dataset and task.train_data); evaluate: the folder whose "
+                            "people are evaluated.")
+_FOLDS = flags.DEFINE_integer("folds", 4, "folds: number of people-folds.")
 _PAIRS = flags.DEFINE_string("pairs", None, "evaluate: an LFW-format pairs file to use "
                              "instead of the generated pairs.")
-_SEED = flags.DEFINE_integer("seed", 0, "evaluate: seed of the pairs and the draws.")
 _DATABASE = flags.DEFINE_string("database", None, "recognize: folder of people to enrol; "
                                 "the first image (natural order) of each is enrolled.")
 _IMAGE = flags.DEFINE_string("image", None, "recognize: the query image.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "recognize: distance threshold (default: "
-                                "the verification threshold `evaluate` saved).")
+                                "the run's task.threshold).")
 
-CONFIG_FILE = "faces_config.json"
 REPORT_FILE = "faces_eval.json"
+FOLDS_FILE = "folds.json"
+METHODS = ("model", *faces.BASELINES)
 
 
-def _save_config(config: ConfigDict, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-
-
-def _load_config(workdir: str) -> ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: run `experiments.faces train` first")
-    with open(path) as f:
-        saved = json.load(f)
-    config = train.default_config()
-    for key, value in saved.items():
-        if isinstance(value, dict):
-            config[key] = ConfigDict(value)
-        else:
-            config[key] = tuple(value) if isinstance(value, list) else value
+def _with_data(config: ConfigDict) -> ConfigDict:
+    if _DATA.value:
+        config.dataset = f"faces:{_DATA.value}"
+        config.task.train_data = _DATA.value
     return config
 
 
-def _data_root(config: ConfigDict) -> str:
-    root = _DATA.value or config.dataset.removeprefix("faces:")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"--data: identity folder {root!r} does not exist")
-    return root
-
-
-def run_train(config: ConfigDict, workdir: str) -> None:
-    root = _DATA.value or config.dataset.removeprefix("faces:")
-    config.dataset = f"faces:{root}"
-    options = faces.task_config(config)
-    dataset = face_data.identity_dataset(
-        root, options["train_people"], options["eval_people"], tuple(config.image_size),
-        options["channels"], options["images_per_person"], options["augment"])
-    print(f"train people: {len(dataset.train.names)} ({dataset.num_train} images); held-out "
-          f"people: {len(dataset.eval.names)} ({dataset.num_eval} images)", flush=True)
-    _save_config(config, workdir)
+def run_train(config: ConfigDict, workdir: str) -> dict[str, float]:
+    """Train one faces run; print its held-out figures in words."""
+    task = faces_task.build(config)
+    data = task.dataset
+    print(f"train people: {len(data.train.names)} ({data.num_train} images); evaluated "
+          f"people: {len(data.eval.names)} ({data.num_eval} images)", flush=True)
     start = time.perf_counter()
-    result = train.train_and_evaluate(config, workdir,
-                                      faces.triplet_task(config, dataset))
-    seconds = time.perf_counter() - start
-    print(f"trained {result.steps_run} steps in {seconds:.1f} s; held-out leave-one-out "
-          f"nearest-neighbour accuracy {result.metrics['nn_accuracy']:.4f}", flush=True)
+    result = train.train_and_evaluate(config, workdir, task)
+    print(f"trained {result.steps_run} steps in {time.perf_counter() - start:.1f} s; on the "
+          f"evaluated people, model: verification (10-fold pairs) "
+          f"{100 * result.metrics['model_verification_10fold_accuracy']:.1f} %, one-shot "
+          f"identification {100 * result.metrics['model_one_shot_accuracy']:.1f} %", flush=True)
+    return result.metrics
 
 
-def load_embedder(workdir: str, config: ConfigDict):
-    """A jit-compiled images -> embeddings function of the workdir's latest checkpoint."""
-    if config.normalize:
-        raise ValueError("faces runs feed [0, 1] images (config.normalize=False); this one "
-                         "normalised with its training set's statistics, which are not saved")
-    checkpointer = train.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-    try:
-        step = checkpointer.latest_step()
-        state = checkpointer.restore_arrays()
-    finally:
-        checkpointer.close()
-    model = faces.encoder_from_config(config)
-    variables = {"params": state["params"]}
-    if state.get("batch_stats"):
-        variables["batch_stats"] = state["batch_stats"]
-    apply = jax.jit(lambda images: model.apply(variables, images, train=False))
+def fold_people(people: list[str], num_folds: int) -> list[list[str]]:
+    """`people` cut into `num_folds` consecutive groups of (nearly) equal size."""
+    if not 2 <= num_folds <= len(people):
+        raise train.UsageError(f"--folds must be in [2, {len(people)}] for {len(people)} "
+                               f"training people; received {num_folds}")
+    return [list(part) for part in np.array_split(np.array(people, object), num_folds)]
+
+
+def run_folds(config: ConfigDict, workdir: str, num_folds: int) -> dict:
+    """Cross-validation over the training people; mean and std of every figure."""
+    settings = faces_task.settings(config)
+    root = settings["train_data"] or faces_task.data_folder(config)
+    people = face_data.parse_people(settings["train_people"], face_data.list_people(root))
+    per_fold = []
+    for k, held in enumerate(fold_people(people, num_folds)):
+        fold = copy.deepcopy(config)
+        fold.dataset, fold.task.train_data = f"faces:{root}", root
+        fold.task.train_people = ",".join(p for p in people if p not in held)
+        fold.task.eval_people = ",".join(held)
+        fold.task.threshold, fold.task.threshold_source = 0.0, ""
+        path = os.path.join(workdir, f"fold{k}")
+        done = os.path.join(path, "final_metrics.json")
+        if os.path.isfile(done):
+            with open(done) as f:
+                per_fold.append(json.load(f))
+        else:
+            print(f"fold {k}: validating on {held[0]}..{held[-1]}", flush=True)
+            per_fold.append(run_train(fold, path))
+    keys = [k for k in per_fold[0] if k != "step"]
+    summary = {k: {"mean": float(np.mean([m[k] for m in per_fold])),
+                   "std": float(np.std([m[k] for m in per_fold]))} for k in keys}
+    print(f"{num_folds} people-folds of {people[0]}..{people[-1]} (mean +- std over folds):")
+    for method in METHODS:
+        print(f"  {method:<12}" + "  ".join(
+            f"{label} {100 * summary[f'{method}_{key}']['mean']:.1f} +- "
+            f"{100 * summary[f'{method}_{key}']['std']:.1f} %"
+            for label, key in (("verification", "verification_10fold_accuracy"),
+                               ("one-shot", "one_shot_accuracy"),
+                               ("open-set rejection", "open_set_rejection"))
+            if f"{method}_{key}" in summary))
+    threshold = summary["model_pairs_threshold"]
+    print(f"  threshold for task.threshold: {threshold['mean']:.4f} +- {threshold['std']:.4f} "
+          f"(each fold's best on its validation pairs)")
+    enrolled, impostors = faces.open_set_sizes(len(people) // num_folds)
+    result = {"folds": per_fold, "summary": summary, "people": people,
+              "open_set": f"{enrolled} enrolled + {impostors} impostors per draw"}
+    with open(os.path.join(workdir, FOLDS_FILE), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def load_run(workdir: str):
+    """(config, task, step, embed): the run's config and task, the checkpoint's step and a
+    jit-compiled images -> embeddings function of its latest checkpoint."""
+    config = train.load_run_config(workdir)
+    task = faces_task.build(config)
+    program, step, state = train.restore_checkpoint(config, workdir, task)
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    apply = jax.jit(lambda images: task.model.apply(variables, images, train=False))
 
     def embed(images: np.ndarray, batch: int = 256) -> np.ndarray:
         return np.concatenate([np.asarray(apply(images[i : i + batch]))
                                for i in range(0, len(images), batch)])
 
-    return embed, step
+    return config, task, step, embed
 
 
-def _pairs_from_file(path: str, data: face_data.IdentityImages):
+def _pairs_from_file(path: str, data: face_data.IdentityImages) -> dict:
     listed, num_folds = faces.read_pairs_file(path)
     pairs = np.array([(data.image_number(a, i), data.image_number(b, j))
                       for a, i, b, j in listed])
-    same = np.array([a == b for a, _, b, _ in listed])
-    folds = np.arange(len(pairs)) * num_folds // len(pairs)
-    return pairs, same, folds, num_folds
+    return {"pairs": pairs, "same": np.array([a == b for a, _, b, _ in listed]),
+            "folds": np.arange(len(pairs)) * num_folds // len(pairs), "num_folds": num_folds}
 
 
-def method_report(embeddings: np.ndarray, data: face_data.IdentityImages, seed: int,
-                  pairs_file: str | None) -> dict:
-    """Verification, one-shot and open-set figures of one embedding of `data`."""
-    if pairs_file:
-        pairs, same, folds, num_folds = _pairs_from_file(pairs_file, data)
-        verification = faces.verification_report(embeddings, data.labels, seed, num_folds,
-                                                 pairs, same, folds)
-    else:
-        verification = faces.verification_report(embeddings, data.labels, seed)
-    report = {"verification": verification,
-              "one_shot": faces.one_shot_accuracy(embeddings, data.labels, seed=seed)}
-    if len(data.names) >= 10:
-        report["open_set"] = faces.open_set_rejection(embeddings, data.labels, seed=seed)
-    report["threshold"] = verification["threshold"]
-    return report
-
-
-def _plot_roc(reports: dict[str, dict], path: str) -> None:
+def _plot_roc(reports: dict[str, dict], path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for name, report in reports.items():
         roc = report["verification"]["roc"]
         ax.plot(roc["far"], roc["val"], label=f"{name} "
-                f"({100 * report['verification']['accuracy_mean']:.1f} %)")
-    ax.set_xscale("symlog", linthresh=1e-3)
+                f"({100 * report['verification']['accuracy_mean']:.1f} %)",
+                lw=2 if name == "model" else 1)
+    ax.set_xscale("symlog", linthresh=1e-2)
     ax.set_xlim(0, 1)
     ax.set_xlabel("false accept rate (FAR)")
     ax.set_ylabel("validation rate (VAL)")
-    ax.set_title("Verification ROC, held-out people")
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -169,95 +181,113 @@ def _plot_roc(reports: dict[str, dict], path: str) -> None:
 
 def _summary_line(name: str, report: dict) -> str:
     v = report["verification"]
-    vals = "  ".join(f"VAL@FAR={far} {100 * f['val']:.1f} % (FAR {f['far']:.4f}, "
-                     f"{f['num_negatives']} negatives)" for far, f in v["val_at_far"].items())
-    line = (f"{name:<10} verification {100 * v['accuracy_mean']:.1f} +- "
-            f"{100 * v['accuracy_std']:.1f} %  {vals}\n{'':<10} one-shot "
+    vals = "  ".join(f"VAL@FAR={far} {100 * f['val']:.1f} %" for far, f in
+                     v["val_at_far"].items())
+    line = (f"{name:<12} verification (10-fold pairs) {100 * v['accuracy_mean']:.1f} +- "
+            f"{100 * v['accuracy_std']:.1f} %  {vals}\n{'':<12} one-shot identification "
             f"{100 * report['one_shot']['accuracy_mean']:.1f} +- "
             f"{100 * report['one_shot']['accuracy_std']:.1f} %")
     if "open_set" in report:
         o = report["open_set"]
         line += (f"  open-set rejection {100 * o['rejection_mean']:.1f} +- "
-                 f"{100 * o['rejection_std']:.1f} % at {100 * o['acceptance']:.0f} % acceptance "
-                 f"({o['draws']} draws)")
+                 f"{100 * o['rejection_std']:.1f} % at {100 * o['acceptance']:.0f} % "
+                 f"acceptance ({o['enrolled']} enrolled + {o['impostors']} impostors, "
+                 f"{o['draws']} draws)")
+    if "at_run_threshold" in report:
+        t = report["at_run_threshold"]
+        line += (f"\n{'':<12} at the run's threshold {t['threshold']:.4f}: accuracy "
+                 f"{100 * t['accuracy']:.1f} %, VAL {100 * t['val']:.1f} %, FAR "
+                 f"{100 * t['far']:.1f} %")
     return line
 
 
 def run_evaluate(workdir: str) -> dict:
-    config = _load_config(workdir)
-    options = faces.task_config(config)
-    root = _data_root(config)
-    people_spec = _PEOPLE.value or options["eval_people"]
-    available = face_data.list_people(root)
-    trained = set(face_data.parse_people(options["train_people"], available)) if (
-        options["train_people"]) else set()
-    people = face_data.parse_people(people_spec, available) if people_spec else [
-        p for p in available if p not in trained]
-    seen = sorted(set(people) & trained)
-    if seen:
-        raise ValueError(f"--people: {seen} were used in training; evaluate on other people")
-    data = face_data.read_identity_folder(root, tuple(config.image_size), options["channels"],
-                                          people)
-    embed, step = load_embedder(workdir, config)
+    """Every figure of the model and the baselines on --data's people (or the run's)."""
+    config, task, step, embed = load_run(workdir)
+    settings = faces_task.settings(config)
+    if _DATA.value:
+        other = copy.deepcopy(config)
+        other.dataset = f"faces:{_DATA.value}"
+        other.task.train_data = settings["train_data"] or faces_task.data_folder(config)
+        dataset = faces_task.dataset_from_config(other)
+    else:
+        dataset = task.dataset
+    data = dataset.eval
     start = time.perf_counter()
     embeddings = embed(data.images)
-    embed_seconds = time.perf_counter() - start
-    raw = data.images.reshape(len(data.images), -1)
-    reports = {"model": method_report(embeddings, data, _SEED.value, _PAIRS.value),
-               "raw pixels": method_report(raw, data, _SEED.value, _PAIRS.value)}
+    seconds = time.perf_counter() - start
+    pairs = _pairs_from_file(_PAIRS.value, data) if _PAIRS.value else {}
+    baselines = faces.fit_baselines(dataset.train.images, dataset.train.labels,
+                                    settings["eigenfaces"])
+    reports = faces.held_out_reports(embeddings, data.images, data.labels, baselines, seed=0,
+                                     threshold=settings["threshold"] or None, **pairs)
     roc_path = os.path.join(workdir, "roc.png")
-    _plot_roc(reports, roc_path)
-    print(f"checkpoint step {step}; {len(people)} held-out people, {len(data.images)} images, "
-          f"{reports['model']['verification']['num_pairs']} pairs; embedded in "
-          f"{embed_seconds:.2f} s")
+    _plot_roc(reports, roc_path, f"Verification ROC, {len(data.names)} people never trained "
+              f"on ({data.names[0]}..{data.names[-1]})")
+    print(f"checkpoint step {step}; {len(data.names)} evaluated people, {len(data.images)} "
+          f"images, {reports['model']['verification']['num_pairs']} pairs; embedded in "
+          f"{seconds:.2f} s; baselines fitted on the {len(dataset.train.names)} training people")
     for name, report in reports.items():
         print(_summary_line(name, report))
     print(f"ROC curve: {roc_path}")
     saved = {name: {**report, "verification": {
         k: v for k, v in report["verification"].items() if k != "roc"}}
         for name, report in reports.items()}
-    saved.update(step=step, people=people, seed=_SEED.value, pairs_file=_PAIRS.value)
+    saved.update(step=step, people=list(data.names), metrics=faces.flat_metrics(reports),
+                 pairs_file=_PAIRS.value)
     with open(os.path.join(workdir, REPORT_FILE), "w") as f:
-        json.dump(saved, f, indent=2)
+        json.dump(saved, f, indent=2, default=float)
     return saved
 
 
-def run_recognize(workdir: str) -> None:
+def recognition_threshold(settings: dict) -> tuple[float, str]:
+    """(threshold, where it came from): --threshold, else the run's task.threshold."""
+    if _THRESHOLD.value is not None:
+        return _THRESHOLD.value, "--threshold"
+    if settings["threshold"] > 0:
+        source = settings["threshold_source"] or "not recorded"
+        return settings["threshold"], f"the run's task.threshold, chosen on {source}"
+    raise train.UsageError("this run has no task.threshold (a threshold chosen on validation "
+                           "people, e.g. by `experiments.faces folds`): pass --threshold=T")
+
+
+def run_recognize(workdir: str) -> str:
     if not (_DATABASE.value and _IMAGE.value):
         raise app.UsageError("recognize needs --database=DIR and --image=PATH")
-    config = _load_config(workdir)
-    options = faces.task_config(config)
-    threshold = _THRESHOLD.value
-    if threshold is None:
-        path = os.path.join(workdir, REPORT_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no --threshold and no {path}: run `evaluate` first")
-        with open(path) as f:
-            threshold = json.load(f)["model"]["threshold"]
-    size, channels = tuple(config.image_size), options["channels"]
+    config, _, _, embed = load_run(workdir)
+    settings = faces_task.settings(config)
+    threshold, source = recognition_threshold(settings)
+    size, channels = tuple(config.image_size), settings["channels"]
     gallery = face_data.read_identity_folder(_DATABASE.value, size, channels, min_images=1)
     first = np.array([np.flatnonzero(gallery.labels == i)[0] for i in range(len(gallery.names))])
     query = face_data.read_image(_IMAGE.value, size, channels)
-    embed, _ = load_embedder(workdir, config)
     database = faces.enroll(embed(gallery.images[first]), gallery.names)
     name, distance = faces.recognize(embed(query[None])[0], database, threshold)
-    print(f"{name}  (distance {distance:.4f}, threshold {threshold:.4f})")
+    line = f"{name}  (distance {distance:.4f}, threshold {threshold:.4f}: {source})"
+    print(line)
+    return line
 
 
 def main(argv):
     common.quiet_logging()
-    if len(argv) != 2 or argv[1] not in ("train", "evaluate", "recognize"):
-        raise app.UsageError("usage: python -m experiments.faces train|evaluate|recognize "
+    modes = ("train", "folds", "evaluate", "recognize")
+    if len(argv) != 2 or argv[1] not in modes:
+        raise app.UsageError(f"usage: python -m experiments.faces {'|'.join(modes)} "
                              "--workdir=DIR [...]")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
-    if argv[1] == "train":
-        common.maybe_initialize_distributed()
-        run_train(_CONFIG.value, _WORKDIR.value)
-    elif argv[1] == "evaluate":
-        run_evaluate(_WORKDIR.value)
-    else:
-        run_recognize(_WORKDIR.value)
+    try:
+        if argv[1] == "train":
+            common.maybe_initialize_distributed()
+            run_train(_with_data(_CONFIG.value), _WORKDIR.value)
+        elif argv[1] == "folds":
+            run_folds(_with_data(_CONFIG.value), _WORKDIR.value, _FOLDS.value)
+        elif argv[1] == "evaluate":
+            run_evaluate(_WORKDIR.value)
+        else:
+            run_recognize(_WORKDIR.value)
+    except (train.RunError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -197,6 +197,28 @@ def mined_triplet_loss(
     raise ValueError(f"mining must be one of {TRIPLET_MINING}; received {mining!r}")
 
 
+def additive_angular_margin_loss(
+    cosines: jax.Array, labels: jax.Array, scale: float = 16.0, margin: float = 0.3
+) -> jax.Array:
+    """ArcFace (Deng et al. 2019): mean cross-entropy of s * cos(theta_j), with the angle to the
+    true class widened to theta_y + margin (radians); (B, C) cosines between unit-norm
+    embeddings and unit-norm class centres, (B,) int labels.
+
+    Where theta_y + margin would pass pi (cos(theta + m) stops decreasing) the target logit is
+    cos(theta_y) - m sin(m) instead, as in the paper's code, so it keeps falling with theta_y.
+    """
+    if cosines.ndim != 2 or labels.shape != (cosines.shape[0],):
+        raise ValueError(f"cosines must be (batch, classes) and labels (batch,); got "
+                         f"{cosines.shape} and {labels.shape}")
+    cos = jnp.clip(cosines.astype(jnp.float32), -1.0, 1.0)
+    sin = jnp.sqrt(jnp.maximum(1.0 - jnp.square(cos), 1e-12))
+    widened = cos * jnp.cos(margin) - sin * jnp.sin(margin)  # cos(theta + m)
+    widened = jnp.where(cos > jnp.cos(jnp.pi - margin), widened, cos - margin * jnp.sin(margin))
+    target = jax.nn.one_hot(labels, cos.shape[1], dtype=bool)
+    logits = scale * jnp.where(target, widened, cos)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
 # --- neural style transfer (Gatys et al. 2015): content, Gram/style, total variation ------
 
 

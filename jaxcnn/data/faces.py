@@ -336,13 +336,23 @@ class IdentityDataset:
 def identity_dataset(
     root: str, train_people: str | None, eval_people: str | None,
     image_size: tuple[int, int] = (64, 64), channels: int = 1, images_per_person: int = 4,
-    augment: str = "none",
+    augment: str = "none", train_root: str | None = None,
 ) -> IdentityDataset:
-    """Read root's identity folders and split them by person (e.g. 's1-s20' / 's21-s30')."""
+    """Train people from `train_root` (default: root) and evaluation people from `root`.
+
+    In one folder the people split by name (e.g. 's1-s20' / 's21-s30'; eval_people '' = all
+    not trained on). When root is another folder (e.g. only new people), every person in it
+    is evaluated and `eval_people` is not used; a person named like a training person is an
+    error.
+    """
+    train_root = train_root or root
+    train = parse_people(train_people, list_people(train_root))
     available = list_people(root)
-    train = parse_people(train_people, available)
-    evaluate = parse_people(eval_people, available) if eval_people else [
-        p for p in available if p not in train]
+    if os.path.realpath(train_root) == os.path.realpath(root):
+        evaluate = parse_people(eval_people, available) if eval_people else [
+            p for p in available if p not in train]
+    else:
+        evaluate = available
     return IdentityDataset(
-        f"faces:{root}", read_identity_folder(root, image_size, channels, train),
+        f"faces:{root}", read_identity_folder(train_root, image_size, channels, train),
         read_identity_folder(root, image_size, channels, evaluate), images_per_person, augment)
