@@ -148,3 +148,15 @@ def test_folder_of_new_people_alone_gives_the_same_figures(shared_data, tmp_path
         assert f"{method}_open_set_rejection" in inside
     for key, value in inside.items():
         assert outside[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_task_module_declares_every_key_and_rejects_bad_values():
+    assert faces_task.NAME == "faces" and set(faces_task.HELP) == set(faces_task.DEFAULTS)
+    config = train.default_config()
+    config.task = {"loss": "cosface"}
+    with pytest.raises(train.UsageError, match=r"task.loss must be one of \('triplet', "
+                                                r"'arcface', 'arcface\+triplet'\)"):
+        faces_task.settings(config)
+    config.task = {}
+    with pytest.raises(train.UsageError, match="config.dataset must be 'faces:PATH'"):
+        faces_task.data_folder(config)
