@@ -1,51 +1,12 @@
 """detection.average_precision against pycocotools' COCOeval and a plain VOC devkit loop."""
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 
 from jaxcnn import detection
 
 pytest.importorskip("pycocotools")
-
-
-def pycocotools_ap(preds, gts, num_classes):
-    """(mAP, per-class AP (NaN without gt), AP50, AP75) from COCOeval (bbox, area all, 100)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def xywh(box):
-        cx, cy, h, w = (float(v) for v in box)
-        return [cx - w / 2, cy - h / 2, w, h]
-
-    images, anns, results = [], [], []
-    for i, (g_boxes, g_classes) in enumerate(gts):
-        images.append({"id": i + 1, "width": 1000, "height": 1000})
-        for box, cls in zip(g_boxes, g_classes):
-            crowd = int(cls <= -2)
-            bbox = xywh(box)
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "bbox": bbox,
-                         "category_id": int(-2 - cls if crowd else cls) + 1,
-                         "area": bbox[2] * bbox[3], "iscrowd": crowd})
-    for i, (boxes, scores, classes) in enumerate(preds):
-        for box, score, cls in zip(boxes, scores, classes):
-            results.append({"image_id": i + 1, "category_id": int(cls) + 1,
-                            "bbox": xywh(box), "score": float(score)})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": anns,
-                        "categories": [{"id": k + 1, "name": str(k)} for k in range(num_classes)]}
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-    precision = evaluator.eval["precision"][:, :, :, 0, 2]  # (T, R, K), area all, 100 dets
-    valid = precision > -1
-    per_t = np.where(valid.all(1), precision.mean(1), np.nan)  # (T, K)
-    return (float(precision[valid].mean()), np.mean(per_t, 0),
-            float(np.nanmean(per_t[0])), float(np.nanmean(per_t[5])))
+from benchmarks.ap import pycocotools_ap  # noqa: E402  (COCOeval on the same arrays)
 
 
 def voc_reference(preds, gts, num_classes):
@@ -113,6 +74,15 @@ def _case(seed, num_images=40, num_classes=3, grid=False, crowd=0.0, ties=False,
 def _ours(preds, gts, num_classes, metric):
     return detection.average_precision(*(list(x) for x in zip(*preds)),
                                        *(list(x) for x in zip(*gts)), num_classes, metric)
+
+
+def test_benchmark_case_equals_pycocotools():
+    from benchmarks.ap import ours, random_case
+
+    preds, gts = random_case(30, 5, 20, seed=3)
+    mine, theirs = ours(preds, gts, 5), pycocotools_ap(preds, gts, 5)
+    assert abs(mine["ap"] - theirs[0]) <= 1e-9 and 0.05 < mine["ap"] < 0.95
+    np.testing.assert_allclose(mine["per_class"], theirs[1], atol=1e-9, rtol=0)
 
 
 CASES = {
