@@ -67,9 +67,9 @@ def test_yolo_yaml_keeps_every_valid_box_and_prints_the_counts(tmp_path, capsys)
     out = capsys.readouterr().out.splitlines()
     assert out == [
         f"yolo_yaml:{data_yaml} train: 3 images (2 background, 1 without a label file), 2 boxes "
-        "(2 clipped to the image); skipped 1 boxes with no area, 1 outside the image, 0 files; "
-        "1 labels without an image (labels/train/orphan.txt)",
-        f"yolo_yaml:{data_yaml} val: 1 images (0 background, 0 without a label file), 1 boxes "
+        "(2 clipped to the image); skipped 1 box with no area, 1 outside the image, 0 files; "
+        "1 label without an image (labels/train/orphan.txt)",
+        f"yolo_yaml:{data_yaml} val: 1 image (0 background, 0 without a label file), 1 box "
         "(0 clipped to the image); skipped 0 boxes with no area, 0 outside the image, 0 files; "
         "0 labels without an image"]
     counts = dataset.counts["train"]
@@ -126,6 +126,8 @@ def test_yolo_folder_without_names_says_how_to_declare_them(tmp_path):
                                                    report=None)
     assert dataset.class_names == ("cat", "dog")
     assert (dataset.num_train, dataset.num_eval) == (3, 1)  # images/train + images/val
+    from jaxcnn import data  # data.get_dataset hands detection specs on
+    assert data.get_dataset(f"yolo_folder:{tmp_path}", image_size=(8, 8)).num_eval == 1
 
 
 def test_raccoon_converted_to_yolo_txt_loads_all_200_images(shared_data, tmp_path):

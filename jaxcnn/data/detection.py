@@ -387,7 +387,8 @@ def _split_folders(root: str) -> tuple[str, str] | None:
     folder = os.path.join(root, "images")
     subdirs = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))}
     train = next((d for d in sorted(subdirs) if d.startswith("train")), None)
-    held = next((d for d in sorted(subdirs) if d.startswith(("val", "test"))), None)
+    held = next((d for prefix in ("val", "test") for d in sorted(subdirs)
+                 if d.startswith(prefix)), None)  # validation first: tests are reported once
     return (train, held) if train and held else None
 
 
@@ -412,7 +413,7 @@ def load_detection_folder(
             names = formats.yolo_names(root, class_names)
             splits = [formats.read_yolo_images(
                 formats.image_files(os.path.join(root, "images", sub)), names,
-                where=os.path.join(root, "images", sub), image_size=image_size,
+                where=root, image_size=image_size,
                 on_error=on_error) for sub in pair]
             for sub, split in zip(pair, splits):
                 if report:

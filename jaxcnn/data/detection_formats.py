@@ -67,18 +67,23 @@ class Counts:
     def line(self, where: str) -> str:
         """One summary line: '{where}: N images (...), M boxes (...); skipped ...'."""
         crowd = f", {self.crowd} crowd" if self.crowd else ""
-        text = (f"{where}: {self.images} images ({self.background} background, "
-                f"{self.unlabelled} without a label file), {self.boxes} boxes ({self.clipped} "
-                f"clipped to the image{crowd}); skipped {self.no_area} boxes with no area, "
-                f"{self.outside} outside the image, {len(self.problems)} files")
+        text = (f"{where}: {_n(self.images, 'image')} ({self.background} background, "
+                f"{self.unlabelled} without a label file), {_n(self.boxes, 'box')} "
+                f"({self.clipped} clipped to the image{crowd}); skipped "
+                f"{_n(self.no_area, 'box')} with no area, {self.outside} outside the image, "
+                f"{_n(len(self.problems), 'file')}")
         if self.problems:
             text += " (" + "; ".join(f"{f}: {r}" for f, r in self.problems[:2]) + (
                 ", ..." if len(self.problems) > 2 else "") + ")"
-        text += f"; {len(self.orphans)} labels without an image"
+        text += f"; {_n(len(self.orphans), 'label')} without an image"
         if self.orphans:
             text += " (" + ", ".join(self.orphans[:3]) + (", ..." if len(self.orphans) > 3
                                                          else "") + ")"
         return text
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("x") else "s")
 
 
 @dataclasses.dataclass
@@ -356,8 +361,11 @@ def _parse_yolo_lines(text: str, num_names: int) -> tuple[np.ndarray, np.ndarray
         if not fields:
             continue
         try:
-            cls, values = int(fields[0]), [float(v) for v in fields[1:]]
-        except ValueError:
+            cls, values = float(fields[0]), [float(v) for v in fields[1:]]
+            if cls != int(cls):
+                raise ValueError
+            cls = int(cls)  # some exporters write "3.0"
+        except (ValueError, OverflowError):
             raise ValueError(f"line {number}: expected 'class cx cy w h', got {line!r}") from None
         if len(values) == 4:
             cx, cy, w, h = values
@@ -520,7 +528,13 @@ def read_yolo_yaml(path: str) -> YoloYaml:
         raise AnnotationError(f"{path}: a dataset YAML needs 'train', 'val' and 'names' keys, "
                               f"got {sorted(data) if isinstance(data, dict) else data!r}")
     here = os.path.dirname(os.path.abspath(path))
-    root = os.path.normpath(os.path.join(here, str(data.get("path") or ".")))
+    given = str(data.get("path") or ".")
+    root = os.path.normpath(os.path.join(here, given))
+    if not os.path.isdir(root) and os.path.isdir(given):  # ultralytics-style, from the cwd
+        root = os.path.abspath(given)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{path}: path: {given!r} is not a folder (looked for {root!r} "
+                                f"and {os.path.abspath(given)!r})")
     names = _yaml_names(data["names"], path)
     if "nc" in data and int(data["nc"]) != len(names):
         raise AnnotationError(f"{path}: nc={data['nc']} but {len(names)} names")
@@ -554,8 +568,11 @@ def read_coco(
     Category ids become classes 0..K-1 in sorted-id order; crowd boxes become class -2 - k;
     annotations whose image id is not listed are orphans.
     """
-    from pycocotools.coco import COCO
-
+    try:
+        from pycocotools.coco import COCO
+    except ImportError:
+        raise ImportError("reading COCO JSON needs pycocotools (pip install pycocotools)") \
+            from None
     _check_on_error(on_error)
     if not os.path.isfile(annotation_file):
         raise FileNotFoundError(f"COCO annotation file {annotation_file!r} does not exist")
