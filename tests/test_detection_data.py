@@ -218,3 +218,17 @@ def test_predictions_are_drawn_readably_and_no_detections_is_marked():
     assert result["none"] >= 18  # the grey 'no detections' label on an image with none
     assert result["titles"] == ["raccoon (voc_folder)", "coco8/data.yaml (yolo_yaml)",
                                 "annotations/instances_val2017.json (coco)", "synthetic_scenes"]
+
+
+def test_yolo_yaml_splits_as_txt_lists_and_lists_of_folders(tmp_path):
+    _write_yolo(tmp_path)
+    (tmp_path / "lists").mkdir()
+    # "./" lines are relative to the list's folder (ultralytics), others to `path`.
+    (tmp_path / "lists" / "train.txt").write_text("./../images/train/a.png\nimages/train/c.png\n")
+    (tmp_path / "lists" / "data.yaml").write_text(
+        "path: ..\ntrain: lists/train.txt\nval: [images/val]\nnames: [cat, dog]\n")
+    dataset = detection_data.get_detection_dataset(
+        f"yolo_yaml:{tmp_path / 'lists' / 'data.yaml'}", image_size=(8, 8), report=None)
+    assert (dataset.num_train, dataset.num_eval) == (2, 1)
+    assert (dataset.classes_train >= 0).sum(1).tolist() == [2, 0]  # a's two boxes; c: none
+    assert dataset.counts["train"].unlabelled == 1 and dataset.class_names == ("cat", "dog")
