@@ -1,6 +1,7 @@
 """Face embeddings on AT&T/ORL (README "Faces"): LeNet-5 trunk flattened to a 64-d embedding,
-64x64 grayscale, trained on s1-s20, evaluated on s21-s30; every setting chosen by the
-people-folds of s1-s20 (`python -m experiments.faces folds`).
+64x64 grayscale, ArcFace-style margin softmax over the training people s1-s20, evaluated on
+s21-s30. The loss (arcface 92.1 % vs triplet 89.7 % vs both 91.9 % verification) and the
+threshold were chosen on 4 people-folds of s1-s20 (`python -m experiments.faces folds`).
 
 Usage: python -m experiments.faces train --workdir=DIR
 [--config=experiments/configs/faces_att.py:seed=1,task.loss=triplet]; the data folder is
@@ -33,8 +34,8 @@ def get_config(arg: str | None = None):
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 1
     config.task = ml_collections.ConfigDict(dict(DEFAULTS))
-    config.task.loss = "triplet"
-    config.task.mining = "semi_hard"
+    config.task.loss = "arcface"  # s = 16, m = 0.3 (task defaults)
+    config.task.mining = "semi_hard"  # used by task.loss=triplet / arcface+triplet
     config.task.margin = 0.2
     config.task.augment = "faces"  # flip + small random affine + brightness/contrast
     config.task.flip_average = True  # inference only: embed image + mirror image
@@ -42,4 +43,8 @@ def get_config(arg: str | None = None):
     config.task.train_data = DATA
     config.task.train_people = "s1-s20"
     config.task.eval_people = "s21-s30"
+    # The mean of the 4 folds' best verification thresholds (1.0962 +- 0.1836).
+    config.task.threshold = 1.0962
+    config.task.threshold_source = ("4 people-folds of s1-s20 (mean of the folds best "
+                                    "verification thresholds)")
     return override(config, arg)
