@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -141,6 +142,47 @@ def _write_error(error: BaseException, path: str, doing: str) -> RunError | None
     return None
 
 
+_DISK_ERROR_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Read-only file system",
+                     "Disk quota exceeded")
+
+
+class _DropDiskErrorLogs(logging.Filter):
+    """Drops Orbax's and asyncio's tracebacks of a failed write caused by the disk: the save
+    raises it as one line (`_disk_errors`), and the same failure logged from every background
+    thread and task buried that line under hundreds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return not any(marker in text for marker in _DISK_ERROR_TEXTS)
+
+
+def _quiet_disk_error_logs() -> None:
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropDiskErrorLogs) for f in logger.filters):
+            logger.addFilter(_DropDiskErrorLogs())
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop_tracebacks():
+    """After a failed write, TensorStore's callbacks for the other items find Orbax's event
+    loop closed and print 'RuntimeError: Event loop is closed' through sys.excepthook, one
+    traceback each; while a save or wait is in progress, those (and only those) are dropped."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
+
+
 class Checkpointer:
     """Saves and restores a state pytree with its checksum and fingerprint; bad steps set aside.
 
@@ -158,6 +200,8 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         self.fingerprint = fingerprint
         self.read_only = read_only
+        self._pending = 0  # the step of the last save started (async: maybe still writing)
+        _quiet_disk_error_logs()
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise RunError(f"{self.directory} is a file, not a checkpoint directory; move it "
                            "away (or pass another --workdir) and rerun")
@@ -187,9 +231,11 @@ class Checkpointer:
         if self.fingerprint is not None:
             items[FINGERPRINT_ITEM] = ocp.args.JsonSave(self.fingerprint)
         fault_point("save", step)
+        self.wait()  # the previous async save: a full disk is reported with its own step
         with self._disk_errors(step):
             fault_point("disk_full", step)
             self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._pending = step
         fault_point("write", step)
 
     @contextlib.contextmanager
@@ -197,10 +243,14 @@ class Checkpointer:
         """Turn a full or read-only disk under a save into a one-line RunError; remove the
         half-written step (the older steps stay) so a rerun with space resumes cleanly."""
         try:
-            yield
+            with _quiet_closed_loop_tracebacks():
+                yield
         except Exception as error:
             problem = _write_error(error, os.path.join(self.directory, str(step)),
                                    f"save the checkpoint of step {step}")
+            if problem is not None:
+                with contextlib.suppress(Exception):  # let the other items' writes settle
+                    self.manager.wait_until_finished()
             if problem is None:
                 raise
             self._remove_unfinished(step)
@@ -343,8 +393,7 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until the pending save is on disk (a full disk raises a one-line RunError)."""
-        step = self.manager.latest_step()
-        with self._disk_errors(step if step is not None else 0):
+        with self._disk_errors(self._pending):
             self.manager.wait_until_finished()
 
     def close(self) -> None:
