@@ -159,28 +159,28 @@ class _DropDiskErrorLogs(logging.Filter):
 
 
 def _quiet_disk_error_logs() -> None:
+    _quiet_closed_loop_tracebacks()
     for name in ("absl", "asyncio"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropDiskErrorLogs) for f in logger.filters):
             logger.addFilter(_DropDiskErrorLogs())
 
 
-@contextlib.contextmanager
-def _quiet_closed_loop_tracebacks():
+def _quiet_closed_loop_tracebacks() -> None:
     """After a failed write, TensorStore's callbacks for the other items find Orbax's event
-    loop closed and print 'RuntimeError: Event loop is closed' through sys.excepthook, one
-    traceback each; while a save or wait is in progress, those (and only those) are dropped."""
-    previous = sys.excepthook
+    loop closed and report 'RuntimeError: Event loop is closed' as unraisable, one traceback
+    each, from background threads; those (only) are dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop", False):
+        return
 
-    def hook(kind, value, traceback):
-        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-            previous(kind, value, traceback)
+    def hook(unraisable):
+        if not (unraisable.exc_type is RuntimeError
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
 
-    sys.excepthook = hook
-    try:
-        yield
-    finally:
-        sys.excepthook = previous
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -243,8 +243,7 @@ class Checkpointer:
         """Turn a full or read-only disk under a save into a one-line RunError; remove the
         half-written step (the older steps stay) so a rerun with space resumes cleanly."""
         try:
-            with _quiet_closed_loop_tracebacks():
-                yield
+            yield
         except Exception as error:
             problem = _write_error(error, os.path.join(self.directory, str(step)),
                                    f"save the checkpoint of step {step}")
