@@ -212,6 +212,7 @@ def test_another_dataset_of_the_same_shape_is_refused(tiny, reference, tmp_path)
     np.savez(other, x_train=rng.integers(0, 128, (64, 28, 28, 1), dtype=np.uint8),
              y_train=np.arange(64) % 10, x_test=rng.integers(0, 128, (16, 28, 28, 1), np.uint8),
              y_test=np.arange(16) % 10)
+    (workdir / "checkpoints" / "fingerprint.json").unlink(missing_ok=True)  # none now
     refused = _train(tiny, workdir, extra=f",dataset='npz:{other}'", check=False)
     assert refused.returncode == 1
     assert "differs in dataset, normalization" in _last_line(refused)
@@ -251,7 +252,7 @@ def test_checksum_catches_one_flipped_byte_in_an_array_file(reference, tmp_path)
     flipped = ocp.StandardCheckpointer().restore(step_dir)
     clean = train.Checkpointer(str(reference / "checkpoints"), read_only=True).restore_arrays()
     changed = sorted(
-        train.workdir.tree_path(path) for (path, a), b in
+        train.fingerprint.tree_path(path) for (path, a), b in
         zip(jax.tree_util.tree_flatten_with_path(flipped)[0], jax.tree.leaves(clean), strict=True)
         if not np.array_equal(np.asarray(a), np.asarray(b)))
     assert changed
