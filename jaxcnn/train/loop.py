@@ -152,7 +152,7 @@ def train_and_evaluate(
     validate_config(config)  # before any file is written
     try:
         # One training per workdir (held by process 0); SIGTERM/SIGINT stop at a step boundary.
-        with lock_lib.writer_lock(workdir), catch_signals() as signals:
+        with catch_signals() as signals, lock_lib.writer_lock(workdir):
             return _train_and_evaluate(config, workdir, task, signals)
     except OSError as error:  # a full or read-only disk under the metrics, config, ...
         if not lock_lib.is_disk_error(error):
@@ -203,7 +203,8 @@ def _train_and_evaluate(config, workdir, task, signals: SignalFlag) -> TrainResu
     check_eval_finite(program, state, final, step)  # before final_metrics.json is replaced
     steps_run = max(program.total_steps - start_step, 0)
     if is_main:
-        warning = chance_warning(final, int(task.dataset.num_classes), io.losses, steps_run)
+        warning = chance_warning(final, int(program.task.dataset.num_classes), io.losses,
+                                 steps_run)
         if warning:
             logging.warning("%s", warning)
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
@@ -224,6 +225,8 @@ def _nonfinite_inputs(program: Program) -> tuple[int, int]:
     for batch in program.task.dataset.eval_batches(
             program.eval_batch, process_index=jax.process_index(),
             process_count=jax.process_count()):
+        if "image" not in batch:
+            continue
         images = np.asarray(batch["image"], np.float32)
         keep = np.asarray(batch.get(data_base.MASK, np.ones(len(images)))) > 0
         finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
