@@ -480,13 +480,14 @@ def test_signal_at_a_random_step_saves_that_step_and_resumes_bit_identical(
     _assert_same_run(tmp_path, reference)
 
 
-def _train_two_processes(tiny, workdir, steps=REFERENCE_STEPS, faults=(None, None)):
+def _train_two_processes(tiny, workdir, steps=REFERENCE_STEPS, faults=(None, None),
+                         checkpoint_every=4):
     """Two jax.distributed processes (one CPU device each) on the tiny set; `faults[i]` is
     process i's JAXCNN_FAULT. Returns their CompletedProcess-like (returncode, stderr)."""
     path, env = tiny
     port = 20000 + (os.getpid() + random.randrange(10000)) % 20000
     overrides = (f"dataset='npz:{path}',batch_size=8,eval_batch_size=16,train_steps={steps},"
-                 f"checkpoint_every_steps={CHECKPOINT_EVERY},log_every_steps=1,progress=False,"
+                 f"checkpoint_every_steps={checkpoint_every},log_every_steps=1,progress=False,"
                  "tensorboard=False,eval_every_steps=None,warmup_epochs=0.0,schedule='constant'")
     procs = []
     for index in range(2):
@@ -506,17 +507,19 @@ def _train_two_processes(tiny, workdir, steps=REFERENCE_STEPS, faults=(None, Non
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(tiny, tmp_path):
-    """Only process 1 is signalled; the per-step agreement stops both after the same step,
-    both save it (Orbax coordinates the hosts) and exit 143; the resumed run ends bit for bit
-    like an uninterrupted two-process run."""
+    """Only process 1 is signalled; the processes agree every AGREE_EVERY_STEPS steps, so both
+    stop after the next such step, both save it (Orbax coordinates the hosts) and exit 143;
+    the resumed run ends bit for bit like an uninterrupted two-process run."""
     straight = tmp_path / "straight"
     assert [rc for rc, _ in _train_two_processes(tiny, straight)] == [0, 0]
-    step = random.Random(2).choice(range(1, REFERENCE_STEPS, CHECKPOINT_EVERY))
+    signalled = random.Random(2).choice(range(1, REFERENCE_STEPS, CHECKPOINT_EVERY))
+    every = train.preemption.AGREE_EVERY_STEPS
+    step = min(-(-signalled // every) * every, REFERENCE_STEPS)
     stopped = tmp_path / "stopped"
-    results = _train_two_processes(tiny, stopped, faults=(None, f"sigterm:{step}"))
+    results = _train_two_processes(tiny, stopped, faults=(None, f"sigterm:{signalled}"))
     assert [rc for rc, _ in results] == [143, 143], results[1][1][-3000:]
     assert [err.strip().splitlines()[-1] for _, err in results] == [PREEMPTED.format(step)] * 2
-    assert _steps_on_disk(stopped)[-1] == step
+    assert _steps_on_disk(stopped)[-1] == step  # 10: not a checkpoint step (every 4)
     assert not (stopped / "writer.lock").exists()
     assert [rc for rc, _ in _train_two_processes(tiny, stopped)] == [0, 0]
     _assert_same_run(stopped, straight)

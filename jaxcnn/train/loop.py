@@ -237,9 +237,10 @@ def _nonfinite_inputs(program: Program) -> tuple[int, int]:
 
 def check_eval_finite(program: Program, state: TrainState, metrics: dict[str, float],
                       step: int) -> None:
-    """Raise NonFiniteEvalError if evaluation gave NaN/inf, naming the cause: the inputs, the
-    parameters (a diverged checkpoint), or neither (an overflow in the model)."""
-    bad = sorted(key for key, value in metrics.items() if not math.isfinite(value))
+    """Raise NonFiniteEvalError if evaluation gave a NaN/inf loss or outputs (`nonfinite`),
+    naming the cause: the inputs, the parameters (a diverged checkpoint), or neither (an
+    overflow in the model). Other metrics may be NaN by definition (an AP without positives)."""
+    bad = [key for key in ("loss",) if key in metrics and not math.isfinite(metrics[key])]
     if not bad and not metrics.get("nonfinite"):
         return
     what = (f"evaluation at step {step} gave non-finite {', '.join(bad) or 'outputs'}"
@@ -359,7 +360,7 @@ def _steps(program: Program, state: TrainState, start_step: int, batches, io: _R
                                       io.ckpt_dir)
             io.checkpointer.save(done, state)
             unverified = done
-        signum = io.signals.agreed()  # the same answer on every process
+        signum = io.signals.stop_after(done, is_last)  # the same answer on every process
         if signum:
             if unverified != done:
                 _check_finite(history, done - len(history), last_good, unverified, io.ckpt_dir)
