@@ -145,7 +145,7 @@ class WorkdirLock:
         except OSError as error:
             with contextlib.suppress(OSError):
                 os.remove(tmp)  # leave no half-written lock behind
-            raise disk_error(error, tmp, "take the writer lock") from error
+            raise disk_error(error, self.path, "take the writer lock") from error
         try:
             with _directory_guard(directory):
                 try:
