@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -620,3 +621,33 @@ def test_evaluate_with_another_fingerprint_is_one_line(tiny, reference, tmp_path
     line = _last_line(refused)
     assert line.startswith("error: refusing to use the checkpoints in ")
     assert "differs in image_shape, image_size, normalization, optimizer, state_layout" in line
+
+
+def test_sigterm_from_outside_stops_at_the_step_it_names(tiny, tmp_path):
+    """A real SIGTERM sent by another process (as a scheduler does) at whatever step the run
+    has reached: the checkpoint is at the step the line names and the rerun finishes."""
+    path, env = tiny
+    steps = 400
+    overrides = (f"dataset='npz:{path}',batch_size=8,eval_batch_size=16,train_steps={steps},"
+                 "checkpoint_every_steps=1000,log_every_steps=1,progress=False,"
+                 "tensorboard=False,warmup_epochs=0.0,schedule='constant'")
+    args = [sys.executable, "-m", "experiments.train", f"--config={LENET_CONFIG}:{overrides}",
+            f"--workdir={tmp_path}"]
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=240)[1]
+    assert proc.returncode == 143, stderr[-3000:]
+    step = int(stderr.strip().splitlines()[-1].split()[3].rstrip(";"))
+    assert stderr.strip().splitlines()[-1] == PREEMPTED.format(step)
+    assert 5 <= step < steps and _steps_on_disk(tmp_path) == [step]  # saved only because of it
+    resumed = _train(tiny, tmp_path, steps=steps, extra=",checkpoint_every_steps=1000")
+    assert "Traceback" not in resumed.stderr
+    assert [row["step"] for row in read_metrics(tmp_path)][-1] == steps
+    assert _steps_on_disk(tmp_path) == [step, steps]
