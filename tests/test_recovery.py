@@ -460,7 +460,9 @@ def test_evaluate_tolerates_steps_vanishing_while_it_reads(reference, tmp_path, 
 PREEMPTED = "preempted at step {}; saved; rerun the same command to resume"
 
 
-@pytest.mark.parametrize("kind, signum", [("sigterm", signal.SIGTERM), ("sigint", signal.SIGINT)])
+@pytest.mark.parametrize("kind, signum", [
+    ("sigterm", signal.SIGTERM),
+    pytest.param("sigint", signal.SIGINT, marks=pytest.mark.slow)])
 def test_signal_at_a_random_step_saves_that_step_and_resumes_bit_identical(
         tiny, reference, tmp_path, kind, signum):
     """The signal arrives after a random step that is not a checkpoint step, and again while
@@ -507,6 +509,7 @@ def _train_two_processes(tiny, workdir, steps=REFERENCE_STEPS, faults=(None, Non
     return [(proc.returncode, err) for proc, (_, err) in zip(procs, outputs, strict=True)]
 
 
+@pytest.mark.slow  # six processes, about 50 s of CPU
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(tiny, tmp_path):
     """Only process 1 is signalled; the processes agree every AGREE_EVERY_STEPS steps, so both
     stop after the next such step, both save it (Orbax coordinates the hosts) and exit 143;
@@ -578,6 +581,7 @@ def test_full_disk_keeps_older_steps_prints_one_line_and_a_rerun_with_space_resu
         _assert_same_run(workdir, reference)
 
 
+@pytest.mark.slow
 def test_read_only_workdir_is_one_line_and_evaluate_still_reads_it(tiny, reference, tmp_path):
     with _tmpfs(tmp_path / "ro", 20 * _du_kb(reference / "checkpoints")) as mounted:
         if not mounted:
@@ -623,6 +627,7 @@ def test_evaluate_with_another_fingerprint_is_one_line(tiny, reference, tmp_path
     assert "differs in image_shape, image_size, normalization, optimizer, state_layout" in line
 
 
+@pytest.mark.slow
 def test_sigterm_from_outside_stops_at_the_step_it_names(tiny, tmp_path):
     """A real SIGTERM sent by another process (as a scheduler does) at whatever step the run
     has reached: the checkpoint is at the step the line names and the rerun finishes."""
