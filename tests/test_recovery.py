@@ -656,3 +656,27 @@ def test_sigterm_from_outside_stops_at_the_step_it_names(tiny, tmp_path):
     assert "Traceback" not in resumed.stderr
     assert [row["step"] for row in read_metrics(tmp_path)][-1] == steps
     assert _steps_on_disk(tmp_path) == [step, steps]
+
+
+def test_steps_from_older_versions_restore_with_their_legacy_records(reference, tmp_path,
+                                                                     caplog):
+    """A step written before checksums existed (its Orbax record names no checksum item) is
+    restored unverified with a warning; a step from before fingerprint items is checked
+    against checkpoints/fingerprint.json when there is one."""
+    workdir = _copy(reference, tmp_path)
+    ckpt_dir = workdir / "checkpoints"
+    newest = ckpt_dir / str(REFERENCE_STEPS)
+    _drop_item(newest, "checksum")
+    _drop_item(newest, "fingerprint")
+    reader = train.Checkpointer(str(ckpt_dir), read_only=True)
+    with caplog.at_level("WARNING"):
+        arrays = reader.restore_arrays()
+    assert int(arrays["step"]) == REFERENCE_STEPS
+    assert f"checkpoint at step {REFERENCE_STEPS} in {ckpt_dir} was written without " \
+           "checksums" in caplog.text
+    stored = train.Checkpointer(str(ckpt_dir), read_only=True).stored_fingerprint(10)
+    (ckpt_dir / "fingerprint.json").write_text(json.dumps({**stored, "optimizer": "sgd"}))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), arrays)
+    with pytest.raises(train.FingerprintMismatchError, match="differs in optimizer "):
+        train.Checkpointer(str(ckpt_dir), read_only=True,
+                           fingerprint=stored).restore_latest(abstract)
