@@ -16,7 +16,7 @@ SUBPACKAGES = (
     "counting",
     "data",
     "faces",
-    "inspect",
+    "inspection",
     "kernels",
     "losses",
     "models",
