@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from experiments import common
-from jaxcnn import inspection, train
-from jaxcnn.data import base as data_base
+from jaxcnn import inspection, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file[:overrides] "
                                           "replacing the run's own (e.g. another data_dir).")
@@ -68,23 +68,26 @@ def _run_summary(config, workdir: str, step: int) -> str:
 def main(argv):
     del argv
     common.quiet_logging()
-    config = _CONFIG.value or train.load_run_config(_WORKDIR.value)
-    base = train.classification_task(config)
+    found: dict[str, Any] = {}
+
+    def build(config):  # the run's own task, its evaluation the streaming top-k
+        base = tasks.build(config)
+        shapes = inspection.activation_shapes(base.model, tuple(base.dataset.image_shape))
+        spatial = [name for name, shape in shapes.items() if len(shape) == 3]
+        found.update(base=base, shapes=shapes, layers=_LAYERS.value or spatial[:5])
+        return inspection.inspection_task(base.model, base.dataset, found["layers"],
+                                          _TOP_K.value)
+
+    run = tasks.load_run(_WORKDIR.value, task=build, config=_CONFIG.value)
+    base, shapes, layers = found["base"], found["shapes"], found["layers"]
+    config, program, step, state = run.config, run.program, run.step, run.state
     image_shape = tuple(base.dataset.image_shape)
-    shapes = inspection.activation_shapes(base.model, image_shape)
-    spatial = [name for name, shape in shapes.items() if len(shape) == 3]
-    layers = _LAYERS.value or spatial[:5]
-    task = inspection.inspection_task(base.model, base.dataset, layers, _TOP_K.value)
-    program, step, state = train.restore_checkpoint(config, _WORKDIR.value, task)
     print(f"checkpoint step {step}: streaming {base.dataset.num_eval} eval images through "
           f"{', '.join(layers)}", flush=True)
     topk = inspection.top_patches(program, state, layers, _TOP_K.value)
     geometry = inspection.layer_geometry(base.model, image_shape)
-    variables = {"params": state.params,
-                 **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-    variables = jax.device_get(variables)
-    normalize = data_base.normalizer(
-        *(base.dataset.mean, base.dataset.std) if config.normalize else (None, None))
+    variables = jax.device_get(run.variables)
+    normalize = program.normalize
     chosen = {layer: _chosen_units(topk, layer, _UNITS.value) for layer in layers}
     needed = {int(i) for layer in layers for i in topk.index[layer][:, chosen[layer]].ravel()}
     examples = inspection.fetch_examples(base.dataset, sorted(needed))

@@ -28,8 +28,9 @@ def tiny_dataset():
 def gathered_task(config):
     """Classification whose eval also gathers logits and labels and scores them on the host."""
     from jaxcnn import train
+    from jaxcnn.tasks import classification
 
-    base = train.classification_task(config, tiny_dataset())
+    base = classification.make_task(train.resolve_platform(config), tiny_dataset())
 
     def metric(outputs):
         correct = outputs["logits"].argmax(-1) == outputs["label"]
@@ -67,10 +68,11 @@ def inspect_main(out: str) -> None:
     import jax
 
     from jaxcnn import inspection, train
+    from jaxcnn.tasks import classification
 
     config = train.default_config()
     config.update({"batch_size": 8, "eval_batch_size": EVAL_BATCH, "train_steps": 1})
-    base = train.classification_task(config, tiny_dataset())
+    base = classification.make_task(train.resolve_platform(config), tiny_dataset())
     task = inspection.inspection_task(base.model, base.dataset, ["act1", "act2"], 3)
     program = train.build_program(config, task)
     topk = inspection.top_patches(program, program.init_state(), ["act1", "act2"], 3)

@@ -16,6 +16,7 @@ from gather_worker import EVAL_BATCH, tiny_dataset
 
 from jaxcnn import inspection, models, ops, train
 from jaxcnn.models.layers import AvgPool
+from jaxcnn.tasks import classification
 
 
 class Chain(nn.Module):
@@ -84,7 +85,7 @@ def test_crops_stay_inside_the_image():
 def _program():
     config = train.default_config()
     config.update({"batch_size": 8, "eval_batch_size": EVAL_BATCH, "train_steps": 1})
-    base = train.classification_task(config, tiny_dataset())
+    base = classification.make_task(train.resolve_platform(config), tiny_dataset())
     task = inspection.inspection_task(base.model, base.dataset, ["act1", "act2"], 3)
     return base, train.build_program(config, task)
 
