@@ -284,7 +284,7 @@ def test_experiment_refuses_bad_images_and_missing_weights(tmp_path, monkeypatch
                                          np.zeros((400, 600, 3), np.float32), 96,
                                          style.STYLE_LAYERS)
     assert content.shape == styled.shape == (64, 96, 3)
-    monkeypatch.setattr(style, "default_weights", lambda: None)
+    monkeypatch.setattr(weights, "default_weights", lambda: None)
     with pytest.raises(ValueError, match="launch.sh setup.*--vgg_weights.*--allow_random"):
         experiment.feature_net(None, allow_random=False)
     assert not experiment.feature_net(None, allow_random=True).pretrained
