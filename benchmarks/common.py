@@ -44,7 +44,7 @@ def model_config(name: str, batch: int, image: str | None) -> tuple[int, tuple[i
 
 
 class SyntheticData:
-    """Just enough of a dataset for `classification_task` and `init_state`."""
+    """Just enough of a dataset for `tasks.classification.make_task` and `init_state`."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int):
         self.image_shape, self.num_classes = image_shape, num_classes
