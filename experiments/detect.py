@@ -2,6 +2,7 @@
 
 python -m experiments.detect predict  --workdir=DIR --images=DIR --output=DIR   # boxes drawn
 python -m experiments.detect anchors  --data=...              # mean IoU for k = 1..9 (Fig. 2)
+python -m experiments.detect report   --workdir=DIR   # DIR/detection_report.md from its metrics
 
 Training and evaluation are the generic entry points (the detector task, jaxcnn.tasks.detector):
 python -m experiments.train --config=experiments/configs/detect_synthetic.py --workdir=DIR
@@ -10,6 +11,7 @@ python -m experiments.evaluate --workdir=DIR    # AP@0.5, AP@[.5:.95] per class 
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -27,7 +29,7 @@ from jaxcnn.detection import boxes as boxes_lib
 from jaxcnn.detection.yolo import training_box_sizes
 from jaxcnn.tasks import detector
 
-COMMANDS = ("predict", "anchors")
+COMMANDS = ("predict", "anchors", "report")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/detect_synthetic.py", "Config file[:overrides].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "predict: a detector run (experiments.train).")
@@ -188,14 +190,45 @@ def anchors_command() -> None:
         fig.savefig(os.path.join(_OUTPUT.value, "anchors.png"), dpi=120)
 
 
+def report_table(metrics: dict[str, float], names) -> str:
+    """Markdown: AP@0.5, AP@[.5:.95] and the constant baseline's AP@0.5 per class and mean."""
+    lines = ["| class | AP@0.5 | AP@[.5:.95] | baseline AP@0.5 |", "|---|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {metrics[f'AP50/{name}']:.3f} | "
+                     f"{metrics[f'AP50_95/{name}']:.3f} | {metrics[f'baseline_AP50/{name}']:.3f} |")
+    lines.append(f"| **mean** | **{metrics['mAP50']:.3f}** | **{metrics['mAP50_95']:.3f}** | "
+                 f"{metrics['baseline_mAP50']:.3f} |")
+    return "\n".join(lines)
+
+
+def report_command() -> None:
+    """DIR/detection_report.md from DIR/eval_metrics.json (else the run's final metrics)."""
+    config = train.load_run_config(_WORKDIR.value)
+    for name in ("eval_metrics.json", "final_metrics.json"):
+        path = os.path.join(_WORKDIR.value, name)
+        if os.path.isfile(path):
+            break
+    else:
+        raise app.UsageError(f"{_WORKDIR.value} has no eval_metrics.json or final_metrics.json: "
+                             f"train or evaluate it first")
+    with open(path) as f:
+        metrics = json.load(f)
+    text = (f"Detector `{config.task.backbone}` trunk on `{config.dataset}`, checkpoint step "
+            f"{metrics['step']} ({os.path.basename(path)}).\n\n"
+            f"{report_table(metrics, config.task.class_names)}\n")
+    print(text, flush=True)
+    with open(os.path.join(_WORKDIR.value, "detection_report.md"), "w") as f:
+        f.write(text)
+
+
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: detect {{{'|'.join(COMMANDS)}}} [flags]; got {argv[1:]}")
     common.quiet_logging()
     command = argv[1]
-    if command == "predict" and not _WORKDIR.value:
-        raise app.UsageError("detect predict needs --workdir")
-    {"predict": predict_command, "anchors": anchors_command}[command]()
+    if command in ("predict", "report") and not _WORKDIR.value:
+        raise app.UsageError(f"detect {command} needs --workdir")
+    {"predict": predict_command, "anchors": anchors_command, "report": report_command}[command]()
 
 
 if __name__ == "__main__":
