@@ -16,7 +16,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from jaxcnn import counting
 from jaxcnn.data.detection import synthetic_scene
@@ -63,6 +63,7 @@ def benchmark_sliding_windows(classifier_params: dict, image: np.ndarray,
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs a restore at INFO
     image = synthetic_scene(3, 0)[0]  # a held-out scene (test stream of scenes_seed 1)
     if _WORKDIR.value:
         from jaxcnn import tasks
