@@ -12,6 +12,7 @@ module here and its name to TASKS (README "Add a task").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -109,8 +110,11 @@ def load_run(workdir: str, overrides: str | Mapping[str, Any] | None = None, *,
     elif overrides:
         config = train.override(config, ",".join(f"{k}={v!r}" for k, v in overrides.items()))
     program, step, state = train.restore_checkpoint(config, workdir, task or build)
-    model, normalize, variables = program.task.model, program.normalize, _variables(state)
-    predict = jax.jit(lambda images: model.apply(variables, normalize(images), train=False))
+    model, normalize = program.task.model, program.normalize
+    # The variables are an argument, not constants folded into the compiled program.
+    apply = jax.jit(lambda variables, images: model.apply(variables, normalize(images),
+                                                          train=False))
+    predict = functools.partial(apply, _variables(state))
     return Run(program.config, program.task, program, step, state, predict)
 
 
