@@ -4,7 +4,7 @@ The run's config is read from DIR/config.json; `--config` (with overrides) repla
 to evaluate on another dataset or data_dir.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -31,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -1,6 +1,6 @@
 """Train and evaluate: python -m experiments.train --config=PATH[:overrides] --workdir=DIR."""
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -23,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -171,7 +171,8 @@ def _train_and_evaluate(config, workdir, task) -> TrainResult:
     io = _RunIO(checkpointer=checkpointer,
                 writer=MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard),
                 progress=Progress(program.total_steps, start_step,
-                                  enabled=is_main and config.progress),
+                                  enabled=is_main and config.progress,
+                                  label=config.get("progress_label") or ""),
                 ckpt_dir=ckpt_dir)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
