@@ -67,8 +67,9 @@ def run(main: Callable[[Sequence[str]], Any], argv: Sequence[str] | None = None)
                           "value, meaning and default) and exit.")
         for name in names:
             FLAGS[name].help += " (--show_config lists every key with its meaning and default)"
-    app.run(_guarded(main), argv=list(sys.argv if argv is None else argv),
-            flags_parser=parse_flags)
+    if argv is not None:
+        sys.argv = list(argv)  # ml_collections reads --config.KEY overrides from sys.argv
+    app.run(_guarded(main), argv=list(sys.argv), flags_parser=parse_flags)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
