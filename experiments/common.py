@@ -39,10 +39,11 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "Show third-party INFO logs (Orba
 
 
 def quiet_logging() -> None:
-    """Show third-party warnings only, unless --verbose or --verbosity was given."""
-    if FLAGS.is_parsed() and (_VERBOSE.value or FLAGS["verbosity"].present):
+    """Show third-party warnings only; INFO too with --verbose; --verbosity=N as given."""
+    if FLAGS.is_parsed() and FLAGS["verbosity"].present:
         return
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.INFO if FLAGS.is_parsed() and _VERBOSE.value
+                          else logging.WARNING)
 
 
 def maybe_initialize_distributed() -> None:
@@ -103,9 +104,7 @@ def _guarded(main: Callable[[Sequence[str]], Any]) -> Callable[[Sequence[str]], 
 
 
 def _fail(error: BaseException) -> NoReturn:
-    message = " ".join(str(error).split()) if "Traceback" not in str(error) else \
-        str(error).strip().splitlines()[-1]
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {_one_line(str(error))}", file=sys.stderr, flush=True)
     sys.exit(getattr(error, "exit_code", 2))
 
 
@@ -122,9 +121,14 @@ def _parse(argv: list[str]) -> list[str]:
         if inner is not None:
             raise inner from None
         raise train.UsageError(_one_line(str(error))) from None
-    except (AttributeError, KeyError) as error:  # ml_collections: an unknown --config.KEY
-        raise train.UsageError(override_error(argv, names) or _one_line(str(error))) from None
+    except (AttributeError, KeyError):  # ml_collections: an unknown --config.KEY
+        message = override_error(argv, names)
+        if message is None:
+            raise  # not a missing key: a bug, keep its traceback
+        raise train.UsageError(message) from None
     except OSError as error:  # ml_collections: a config file it could not load
+        if "config file" not in str(error):
+            raise
         raise train.UsageError(_one_line(str(error))) from None
 
 
@@ -265,13 +269,12 @@ def _task_help(config: ml_collections.ConfigDict) -> tuple[dict[str, str], dict[
         from jaxcnn import tasks  # the task registry (issue 25); optional until it lands
     except ImportError:
         return {}, {}
-    meanings = dict(tasks.key_help(config))
-    defaults = {}
     try:
+        meanings = dict(tasks.key_help(config))
         name = config.task.get("name") or tasks.infer_name(config)
         defaults = {f"task.{k}": v for k, v in tasks.get(name).DEFAULTS.items()}
     except Exception:  # noqa: BLE001 -- a config no task accepts still prints its keys
-        pass
+        return {}, {}
     return meanings, defaults
 
 

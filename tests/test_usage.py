@@ -19,7 +19,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from jaxcnn import inspect, train
+from jaxcnn import train
+
+try:  # the layer-inspection module, renamed from jaxcnn.inspect (issue 25)
+    from jaxcnn import inspection as inspect
+except ImportError:
+    from jaxcnn import inspect
 from jaxcnn.train.config import KEY_HELP
 from jaxcnn.train.metrics import Progress
 
