@@ -118,12 +118,20 @@ case "$cmd" in
     dry=0; if [ "${1:-}" = "--dry-run" ]; then dry=1; shift; fi
     [ $# -ge 1 ] || { usage; exit 2; }
     script="$1"; shift
-    line=(srun --nodes="${NODES:-1}" --ntasks-per-node="${TASKS_PER_NODE:-1}"
+    # A batch job that survives preemption and its time limit: SLURM sends SIGTERM to every
+    # task $SIGNAL_SECONDS (default 120) before it kills them; the run finishes its step,
+    # saves, and exits 143; the job then requeues itself, and the requeued job resumes from
+    # the saved step. --requeue also lets SLURM requeue it after a preemption or node failure.
+    # jax.distributed.initialize() reads SLURM's environment on each task.
+    task=(srun env JAXCNN_DISTRIBUTED=1 "$PY" -m "experiments.$script" "$@")
+    wrap="$(printf '%q ' "${task[@]}")"
+    wrap="${wrap% }; rc=\$?; [ \$rc -eq 143 ] && scontrol requeue \"\$SLURM_JOB_ID\"; exit \$rc"
+    line=(sbatch --requeue --signal="TERM@${SIGNAL_SECONDS:-120}" --open-mode=append
+          --nodes="${NODES:-1}" --ntasks-per-node="${TASKS_PER_NODE:-1}"
           --gpus-per-task="${GPUS_PER_TASK:-1}")
     [ -n "${PARTITION:-}" ] && line+=(--partition="$PARTITION")
     [ -n "${TIME:-}" ] && line+=(--time="$TIME")
-    # jax.distributed.initialize() reads SLURM's environment on each task.
-    line+=(env JAXCNN_DISTRIBUTED=1 "$PY" -m "experiments.$script" "$@")
+    line+=(--wrap="$wrap")
     if [ "$dry" = 1 ]; then show "${line[@]}"; exit 0; fi
     setup; quiet_env; cd "$ROOT"; exec "${line[@]}" ;;
   tpu)

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.train.faults import fault_point
-
 
 def _scalar(value: Any) -> float:
     return float(np.asarray(value))
@@ -66,8 +64,6 @@ class MetricWriter:
             self._tb.write(event_pb2.Event(wall_time=time.time(), step=step,
                                            summary=summary).SerializeToString())
             self._tb.flush()
-        if split == "train":
-            fault_point("step", step)
 
     def close(self) -> None:
         if self._jsonl:
