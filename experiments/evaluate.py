@@ -11,7 +11,7 @@ import os
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -42,9 +42,9 @@ def main(argv):
         step, metrics = train.evaluate_checkpoint(config, workdir, tasks.build)
     except FileNotFoundError as error:  # no run here: the message says what to do
         raise SystemExit(f"evaluate: {error}") from None
-    except train.RunError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from None
+    except train.RunError as error:  # one line that says what to do, no traceback
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
     print(format_metrics(step, metrics))
     if metrics.get("nonfinite"):
         print(f"warning: {int(metrics['nonfinite'])} of {int(metrics['count'])} examples have "
@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

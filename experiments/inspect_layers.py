@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
@@ -93,7 +93,10 @@ def main(argv):
     examples = inspection.fetch_examples(base.dataset, sorted(needed))
     height, width = image_shape[:2]
     os.makedirs(_OUTPUT.value, exist_ok=True)
-    Image.fromarray(inspection.filter_grid(_first_kernel(variables["params"]))).save(
+    kernel = _first_kernel(variables["params"])
+    Image.fromarray(inspection.filter_grid(
+        kernel, title=f"{config.model}: first-layer filters ({'x'.join(map(str, kernel.shape[:3]))}"
+                      f"), units 0-{kernel.shape[3] - 1}")).save(
         os.path.join(_OUTPUT.value, "filters_layer1.png"))
     lines = [f"# Top-{_TOP_K.value} patches per unit", "",
              f"Run `{_WORKDIR.value}` ({_run_summary(config, _WORKDIR.value, step)}), "
@@ -128,7 +131,12 @@ def main(argv):
             details.append(f"- unit {int(unit)}: purity {purity[u]:.2f}; " + ", ".join(where))
         details.append("")
         name = f"layer{number}_{layer}.png"
-        Image.fromarray(inspection.patch_grid(patches, saliencies)).save(
+        Image.fromarray(inspection.patch_grid(
+            patches, saliencies,
+            title=f"{config.model}, layer {number} {layer}: receptive field {geo.size} px; "
+                  f"top-{_TOP_K.value} patches | saliency per unit",
+            row_labels=[f"unit {int(unit)}, purity {purity[u]:.2f}"
+                        for u, unit in enumerate(units)])).save(
             os.path.join(_OUTPUT.value, name))
         all_purity = float(np.mean(inspection.class_purity(topk.label[layer])))
         lines.append(f"| {number}: `{layer}` ([png]({name})) | {geo.size} | {geo.jump} | "
@@ -142,4 +150,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

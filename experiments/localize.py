@@ -9,10 +9,10 @@ DIR/sliding_windows.json. Training and the crop accuracy are experiments.train /
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
-from jaxcnn import tasks
+from jaxcnn import tasks, train
 from jaxcnn.detection import sliding
 from jaxcnn.tasks import crop_classifier
 
@@ -25,7 +25,7 @@ def main(argv):
     common.quiet_logging()
     run = tasks.load_run(_WORKDIR.value)
     if tasks.infer_name(run.config) != crop_classifier.NAME:
-        raise app.UsageError(f"{_WORKDIR.value} holds a {tasks.infer_name(run.config)!r} run; "
+        raise train.UsageError(f"{_WORKDIR.value} holds a {tasks.infer_name(run.config)!r} run; "
                              f"the sliding-window detector needs a crop_classifier run")
     scenes = crop_classifier.scenes(run.config)
     results = {"step": run.step, **sliding.evaluate_sliding_windows(
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -3,11 +3,14 @@
 config.task.name selects the task (jaxcnn.tasks: classification, localization, crop_classifier,
 detector, faces, segmentation); a config without it is classification (or faces / detector for a
 'faces:' dataset / model 'yolo'). A workdir that holds a run resumes it.
+
+Exit codes: 0 done; 1 a problem with the run (one line: `error: ...`); 2 a usage mistake;
+143 (SIGTERM) or 130 (SIGINT): preempted after saving, rerun the same command to resume.
 """
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -25,10 +28,11 @@ def main(argv):
     common.maybe_initialize_distributed()
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, tasks.build)
-    except train.RunError as error:  # the message says what to do
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from None
+    except train.RunError as error:  # one line that says what to do, no traceback
+        prefix = "" if isinstance(error, train.Preempted) else "error: "
+        print(f"{prefix}{error}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)
