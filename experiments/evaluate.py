@@ -25,8 +25,8 @@ flags.mark_flag_as_required("workdir")
 
 def format_metrics(step: int, metrics: dict[str, float]) -> str:
     """One line per metric, after the checkpoint step and the example count."""
-    lines = [f"checkpoint step {step}, {int(metrics.get('count', 0))} examples:"
-             if "count" in metrics else f"checkpoint step {step}:"]
+    lines = [f"checkpoint step {step}:" + (f" {int(metrics['count'])} examples"
+                                            if "count" in metrics else "")]
     lines += [f"  {key:<28} {value:.4f}" for key, value in metrics.items() if key != "count"]
     return "\n".join(lines)
 
@@ -50,8 +50,12 @@ def main(argv):
         print(f"warning: {int(metrics['nonfinite'])} of {int(metrics['count'])} examples have "
               f"NaN or infinite outputs (counted as wrong): the checkpoint has diverged")
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "eval_metrics.json"), "w") as f:
-            json.dump({"step": int(step), "dataset": config.dataset, **metrics}, f, indent=2)
+        path = os.path.join(workdir, "eval_metrics.json")
+        try:
+            with open(path, "w") as f:
+                json.dump({"step": int(step), "dataset": config.dataset, **metrics}, f, indent=2)
+        except OSError as error:  # a read-only workdir can still be evaluated
+            print(f"note: metrics not saved to {path}: {error.strerror}", file=sys.stderr)
 
 
 if __name__ == "__main__":
