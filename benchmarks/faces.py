@@ -34,8 +34,8 @@ flags.DEFINE_integer("batch", 256, "images per call")
 flags.DEFINE_string("input", "64,64,1", "H,W,C")
 flags.DEFINE_integer("dim", 64, "embedding dimension")
 flags.DEFINE_enum("head", "flatten", list(HEADS), "FaceEncoder head")
-flags.DEFINE_string("conv_impl", "xla_cpu", "convolution kernels (jaxcnn.kernels.KERNELS); "
-                    "xla_cpu is what config.conv_impl='auto' gives a run on CPU devices")
+flags.DEFINE_string("conv_impl", "auto", "convolution kernels: 'auto' (as a run's "
+                    "config.conv_impl) or a name from jaxcnn.kernels.KERNELS")
 flags.DEFINE_integer("rounds", 7, "timed rounds, one block per framework each")
 flags.DEFINE_float("block_seconds", 1.0, "target length of one timed block")
 
@@ -56,14 +56,14 @@ def main(argv):
     import torch
 
     from benchmarks import torch_models
-    from jaxcnn import counting, faces
+    from jaxcnn import counting, faces, train
 
     shape = tuple(int(v) for v in FLAGS.input.split(","))
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     x = np.random.default_rng(0).random((FLAGS.batch, *shape), np.float32)
 
-    conv_impl = FLAGS.conv_impl
+    conv_impl = train.platform_conv_impl(FLAGS.conv_impl)  # as the experiment
     model = faces.FaceEncoder(FLAGS.trunk, FLAGS.dim, {"conv_impl": conv_impl}, head=FLAGS.head)
     variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]), train=False)
     apply = jax.jit(lambda v, images: model.apply(v, images, train=False))

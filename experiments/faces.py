@@ -25,13 +25,12 @@ import json
 import os
 import time
 
-import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
 from experiments import common
-from jaxcnn import faces, train
+from jaxcnn import faces, tasks, train
 from jaxcnn.data import faces as face_data
 from jaxcnn.tasks import faces as faces_task
 
@@ -65,12 +64,11 @@ def _with_data(config: ConfigDict) -> ConfigDict:
 
 def run_train(config: ConfigDict, workdir: str) -> dict[str, float]:
     """Train one faces run; print its held-out figures in words."""
-    task = faces_task.build(config)
-    data = task.dataset
+    data = faces_task.dataset_from_config(config)
     print(f"train people: {len(data.train.names)} ({data.num_train} images); evaluated "
           f"people: {len(data.eval.names)} ({data.num_eval} images)", flush=True)
     start = time.perf_counter()
-    result = train.train_and_evaluate(config, workdir, task)
+    result = train.train_and_evaluate(config, workdir, faces_task.build)
     print(f"trained {result.steps_run} steps in {time.perf_counter() - start:.1f} s; on the "
           f"evaluated people, model: verification (10-fold pairs) "
           f"{100 * result.metrics['model_verification_10fold_accuracy']:.1f} %, one-shot "
@@ -131,20 +129,14 @@ def run_folds(config: ConfigDict, workdir: str, num_folds: int) -> dict:
 
 def load_run(workdir: str):
     """(config, task, step, embed): the run's config and task, the checkpoint's step and a
-    jit-compiled images -> embeddings function of its latest checkpoint."""
-    config = train.load_run_config(workdir)
-    task = faces_task.build(config)
-    program, step, state = train.restore_checkpoint(config, workdir, task)
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    apply = jax.jit(lambda images: task.model.apply(variables, images, train=False))
+    jit-compiled images -> embeddings function of its latest checkpoint (tasks.load_run)."""
+    run = tasks.load_run(workdir)
 
     def embed(images: np.ndarray, batch: int = 256) -> np.ndarray:
-        return np.concatenate([np.asarray(apply(images[i : i + batch]))
+        return np.concatenate([np.asarray(run.predict(images[i : i + batch]))
                                for i in range(0, len(images), batch)])
 
-    return config, task, step, embed
+    return run.config, run.task, run.step, embed
 
 
 def _pairs_from_file(path: str, data: face_data.IdentityImages) -> dict:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from experiments import tables
+from experiments import common, tables
 from experiments.tables import harness
 
 _TABLE = flags.DEFINE_enum("table", None, [*tables.TABLES, "all"], "Which table to build.")
@@ -92,4 +92,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)
