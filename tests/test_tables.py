@@ -187,8 +187,8 @@ def test_resumed_runs_are_reported_with_the_steps_trained(tmp_path):
 
     table = filter_sizes.filter_sizes_table("tiny", str(tmp_path), variants=("5x5", "7x7"),
                                             trainer=resumed)
-    assert table.notes[-2].endswith("s for 2 of the 4 training steps (the rest were resumed "
-                                    "from finished or interrupted runs in runs_dir)")
+    assert table.notes[-2].endswith(" at the end) for 2 of the 4 training steps (the rest "
+                                    "were resumed from finished or interrupted runs in runs_dir)")
     assert [row["top1"] for row in table.rows] == [50.0, 50.0]
 
 

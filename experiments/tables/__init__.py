@@ -8,7 +8,7 @@ maps each name to its `build(budget, runs_dir, *, overrides, data_dir) -> Table`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from experiments.tables import (
     alexnet_ablation,
@@ -18,7 +18,15 @@ from experiments.tables import (
     lenet5,
     residual_vs_plain,
 )
-from experiments.tables.harness import BUDGETS, Budget, Trainer, check_budget
+from experiments.tables.harness import (
+    BUDGETS,
+    NO_VERDICT_WHY,
+    TOO_SMALL,
+    VERDICT_BUDGETS,
+    Budget,
+    Trainer,
+    check_budget,
+)
 from experiments.tables.render import Table, write_table
 
 TABLES: dict[str, Callable[..., Table]] = {
@@ -37,17 +45,19 @@ TRAINING_BUDGETS: dict[str, dict[str, Budget]] = {
 }
 TRAINED_TABLES = tuple(TRAINING_BUDGETS)
 
-__all__ = ["BUDGETS", "TABLES", "TRAINED_TABLES", "TRAINING_BUDGETS", "build_table",
-           "write_table"]
+__all__ = ["BUDGETS", "NO_VERDICT_WHY", "TABLES", "TOO_SMALL", "TRAINED_TABLES",
+           "TRAINING_BUDGETS", "VERDICT_BUDGETS", "build_table", "write_table"]
 
 
 def build_table(name: str, budget: str = "small", runs_dir: str | None = None, *,
                 overrides: str | None = None, data_dir: str | None = None,
-                data: str | None = None, trainer: Trainer | None = None) -> Table:
+                data: str | None = None, trainer: Trainer | None = None,
+                seeds: Sequence[int] | None = None) -> Table:
     """Build table `name` at `budget`; trained tables keep their runs under `runs_dir`.
 
     `data` replaces the budget's dataset (a TFDS name, 'folder:PATH' or 'npz:PATH');
-    `trainer` replaces the trained tables' trainer (e.g. harness.StepTimer to time them).
+    `trainer` replaces the trained tables' trainer (e.g. harness.StepTimer to time them);
+    `seeds` the trained tables' seeds (default: the budget's).
     """
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
@@ -58,5 +68,7 @@ def build_table(name: str, budget: str = "small", runs_dir: str | None = None, *
         raise ValueError(f"table {name!r} trains: pass runs_dir, a directory for its runs")
     if data:
         overrides = ",".join(o for o in (f"dataset={data!r}", overrides) if o)
-    extra = {"trainer": trainer} if trainer is not None else {}
+    extra: dict = {"trainer": trainer} if trainer is not None else {}
+    if seeds:
+        extra["seeds"] = tuple(seeds)
     return TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir, **extra)
