@@ -44,6 +44,8 @@ except ModuleNotFoundError:  # pragma: no cover - depends on the interpreter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.path.join("results", "manifest.toml")
+# Entries marked needs = ["data"] read ../shared/data beside the checkout.
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 # Entries under this many minutes on 2 quiet CPU cores form the quick set (the slow tests).
 QUICK_MINUTES = 2.0
 
@@ -129,7 +131,8 @@ def select_runs(manifest: Mapping[str, Any], budget_minutes: float | None,
                 only: Sequence[str] | None = None, gpu: bool = False
                 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """(runs to do, [(id, why skipped)]): in manifest order, those in `only` (all if None)
-    whose minutes still fit `budget_minutes` (no limit if None), GPU runs only if `gpu`."""
+    whose minutes still fit `budget_minutes` (no limit if None), GPU runs only if `gpu`,
+    runs that need ../shared/data only where it is."""
     runs = manifest["runs"]
     if only:
         unknown = sorted(set(only) - {run["id"] for run in runs})
@@ -142,6 +145,8 @@ def select_runs(manifest: Mapping[str, Any], budget_minutes: float | None,
             continue
         if "gpu" in run.get("needs", ()) and not gpu:
             skipped.append((run["id"], "needs a GPU (--gpu)"))
+        elif "data" in run.get("needs", ()) and not os.path.isdir(SHARED_DATA):
+            skipped.append((run["id"], f"needs the shared data at {SHARED_DATA}"))
         elif left is not None and run["minutes"] > left:
             skipped.append((run["id"], f"{run['minutes']:g} min > the {left:g} min left"))
         else:
