@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import re
 
 import pytest
 
@@ -74,6 +75,8 @@ def test_lenet5_table_is_the_lecture_table(tmp_path):
     text = open(paths[0]).read()
     assert "| CONV1 | conv1 | (28, 28, 6) | 4,704 | 456 |" in text
     assert "total parameters: 62,006" in text and "machine:" in text
+    assert re.search(r"wall time: estimated a few seconds \(counts only\), measured 0:0\d "
+                     r"\(\d+\.\d s; load \d+\.\d on \d+ cores at the start", text)
     csv_rows = _csv_rows(paths[1])
     assert [r["layer"] for r in csv_rows][1:] == ["CONV1", "POOL1", "CONV2", "POOL2", "FC3",
                                                  "FC4", "Softmax"]

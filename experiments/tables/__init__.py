@@ -8,6 +8,8 @@ maps each name to its `build(budget, runs_dir, *, overrides, data_dir) -> Table`
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 from experiments.tables import (
@@ -26,6 +28,8 @@ from experiments.tables.harness import (
     Budget,
     Trainer,
     check_budget,
+    duration,
+    load_average,
 )
 from experiments.tables.render import Table, write_table
 
@@ -44,6 +48,14 @@ TRAINING_BUDGETS: dict[str, dict[str, Budget]] = {
     "residual_vs_plain": residual_vs_plain.TRAINING_BUDGETS,
 }
 TRAINED_TABLES = tuple(TRAINING_BUDGETS)
+# The tables that train nothing: their expected wall time (trained tables' budgets carry
+# theirs as settings["estimate"]).
+COUNTING_ESTIMATES = {
+    "lenet5": "a few seconds (counts only)",
+    "inception_cost": "a few seconds (counts only)",
+    "architectures": "under a minute at --budget=tiny (one model timed), a few minutes at "
+                     "small (six timed)",
+}
 
 __all__ = ["BUDGETS", "NO_VERDICT_WHY", "TABLES", "TOO_SMALL", "TRAINED_TABLES",
            "TRAINING_BUDGETS", "VERDICT_BUDGETS", "build_table", "write_table"]
@@ -63,7 +75,13 @@ def build_table(name: str, budget: str = "small", runs_dir: str | None = None, *
         raise ValueError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
     check_budget(budget)
     if name not in TRAINING_BUDGETS:
-        return TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir)
+        load, start = load_average(), time.perf_counter()
+        table = TABLES[name](budget, runs_dir, overrides=overrides, data_dir=data_dir)
+        seconds = time.perf_counter() - start
+        note = (f"wall time: estimated {COUNTING_ESTIMATES[name]}, measured "
+                f"{duration(seconds)} ({seconds:.1f} s; {load} at the start, "
+                f"{load_average()} at the end)")
+        return dataclasses.replace(table, notes=(*table.notes, note))
     if runs_dir is None:
         raise ValueError(f"table {name!r} trains: pass runs_dir, a directory for its runs")
     if data:
