@@ -49,15 +49,21 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 # Entries under this many minutes on 2 quiet CPU cores form the quick set (the slow tests).
 QUICK_MINUTES = 2.0
 
-_MANIFEST = flags.DEFINE_string("manifest", MANIFEST, "The manifest (TOML).")
-_BUDGET = flags.DEFINE_float("budget_minutes", None, "Run the entries whose expected minutes "
-                             "(2 quiet CPU cores) fit in this total, in manifest order.")
-_ONLY = flags.DEFINE_list("only", None, "Only these run ids (comma-separated).")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", "runs/check_results", "Where the reruns' "
-                                "workdirs go ({runs_dir}/ID/seedN); emptied per entry.")
-_GPU = flags.DEFINE_bool("gpu", False, "Also run entries that need a GPU.")
-_LIST = flags.DEFINE_bool("list", False, "List the entries and their expected minutes; run "
-                          "nothing.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line's flags (defined only when run as a script, so that tests can import
+    this module beside other experiments that define flags of the same names)."""
+    flags.DEFINE_string("manifest", MANIFEST, "The manifest (TOML).")
+    flags.DEFINE_float("budget_minutes", None, "Run the entries whose expected minutes "
+                       "(2 quiet CPU cores) fit in this total, in manifest order.")
+    flags.DEFINE_list("only", None, "Only these run ids (comma-separated).")
+    flags.DEFINE_string("runs_dir", "runs/check_results", "Where the reruns' workdirs go "
+                        "(RUNS_DIR/ID/seedN); emptied per entry.")
+    flags.DEFINE_bool("gpu", False, "Also run entries that need a GPU.")
+    flags.DEFINE_bool("list", False, "List the entries and their expected minutes; run "
+                      "nothing.")
 
 
 class ManifestError(ValueError):
@@ -336,18 +342,18 @@ def list_lines(manifest: Mapping[str, Any]) -> list[str]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    manifest = load_manifest(_MANIFEST.value)
-    if _LIST.value:
+    manifest = load_manifest(FLAGS.manifest)
+    if FLAGS.list:
         print("\n".join(list_lines(manifest)))
         return
-    if _BUDGET.value is None and not _ONLY.value:
+    if FLAGS.budget_minutes is None and not FLAGS.only:
         raise app.UsageError("give --budget_minutes=N (or --only=IDS, or --list)")
-    chosen, skipped = select_runs(manifest, _BUDGET.value, _ONLY.value, _GPU.value)
+    chosen, skipped = select_runs(manifest, FLAGS.budget_minutes, FLAGS.only, FLAGS.gpu)
     rows = []
     for run in chosen:
         started = time.perf_counter()
         print(f"[check_results] {run['id']} (expected {run['minutes']:g} min) ...", flush=True)
-        rows.extend(check_run(run, _RUNS_DIR.value))
+        rows.extend(check_run(run, FLAGS.runs_dir))
         print(f"[check_results] {run['id']} took {(time.perf_counter() - started) / 60:.1f} "
               "min", flush=True)
     print(format_rows(rows))
@@ -361,4 +367,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
