@@ -222,3 +222,23 @@ def test_quick_set_reproduces(tmp_path):
                         f"--runs_dir={tmp_path}", check=False, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert result.stdout.count("| yes |") >= 5
+
+
+def test_read_figure_from_json_lines_csv_and_regex(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"jax": {"train_img_s": 10.0}}\n{"load_avg_end": 1}\n'
+                                      '{"jax": {"train_img_s": 12.5}, "ratio_train": 0.9}\n')
+    (tmp_path / "t.csv").write_text("network,train_error\nplain-20,47.699219\n"
+                                    "plain-56,69.699219\n")
+    (tmp_path / "t.md").write_text("- verdict: not shown — expected x\n"
+                                   "- total parameters: 62,006\n")
+    work = str(tmp_path)
+    read = check_results.read_figure
+    assert read({"file": "{workdir}/t.jsonl", "key": "jax/train_img_s"}, work, 0) == 12.5
+    assert read({"file": "{workdir}/t.csv", "csv_row": {"network": "plain-56"},
+                 "csv_column": "train_error"}, work, 0) == pytest.approx(69.699219)
+    assert read({"file": "{workdir}/t.md", "regex": "^- verdict: (.*?) —"}, work, 0) == (
+        "not shown")
+    assert read({"file": "{workdir}/t.md", "regex": r"parameters: ([0-9,]+)"}, work, 0) == 62006
+    with pytest.raises(KeyError, match="no row with"):
+        read({"file": "{workdir}/t.csv", "csv_row": {"network": "x"}, "csv_column": "a"},
+             work, 0)
