@@ -210,7 +210,7 @@ def test_launch_lines_run_with_this_interpreter():
 # --- the quick set on this checkout ------------------------------------------------------------
 
 
-@pytest.mark.slow  # the entries under 2 minutes each: about 4 minutes on 2 quiet cores
+@pytest.mark.slow  # the entries under 2 minutes each: 2.5 min at load 4-5 on 2 cores
 def test_quick_set_reproduces(tmp_path):
     runs = [run for run in _manifest()["runs"]
             if run["minutes"] <= check_results.QUICK_MINUTES
