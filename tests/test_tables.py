@@ -267,3 +267,16 @@ def test_every_budget_is_a_valid_training_config(name):
             assert config.train_steps and config.checkpoint_every_steps <= 500
         else:
             assert config.dataset == "embedded_mnist" and config.train_steps
+
+
+def test_seeds_flag_parses_and_replaces_the_budgets_seeds(tmp_path):
+    from absl import app
+
+    assert reproduce.parse_seeds(["0", "1", "2"]) == (0, 1, 2)
+    assert reproduce.parse_seeds(None) is None
+    with pytest.raises(app.UsageError, match="--seeds: expected integers like 0,1,2"):
+        reproduce.parse_seeds(["0", "one"])
+    calls = []
+    tables.build_table("filter_sizes", "tiny", str(tmp_path), trainer=_fake_trainer(calls),
+                       seeds=(4, 5, 6), overrides="progress=False")
+    assert [c.seed for c, _ in calls] == [4, 5, 6] * 4
