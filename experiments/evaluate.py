@@ -4,7 +4,9 @@ The run's config is read from DIR/config.json; `--config` (with overrides) repla
 to evaluate on another dataset or data_dir.
 """
 
-from absl import app, flags
+import sys
+
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -23,12 +25,12 @@ def main(argv):
         step, metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
     except FileNotFoundError as error:  # no run here: the message says what to do
         raise SystemExit(f"evaluate: {error}") from None
+    except train.RunError as error:  # one line that says what to do, no traceback
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
     print(f"checkpoint step {step}: top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
           f"loss {metrics['loss']:.4f}  on {int(metrics['count'])} examples")
-    if metrics.get("nonfinite"):
-        print(f"warning: {int(metrics['nonfinite'])} of {int(metrics['count'])} examples have "
-              f"NaN or infinite outputs (counted as wrong): the checkpoint has diverged")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

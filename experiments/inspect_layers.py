@@ -18,7 +18,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
@@ -90,7 +90,10 @@ def main(argv):
     examples = inspect.fetch_examples(base.dataset, sorted(needed))
     height, width = image_shape[:2]
     os.makedirs(_OUTPUT.value, exist_ok=True)
-    Image.fromarray(inspect.filter_grid(_first_kernel(variables["params"]))).save(
+    kernel = _first_kernel(variables["params"])
+    Image.fromarray(inspect.filter_grid(
+        kernel, title=f"{config.model}: first-layer filters ({'x'.join(map(str, kernel.shape[:3]))}"
+                      f"), units 0-{kernel.shape[3] - 1}")).save(
         os.path.join(_OUTPUT.value, "filters_layer1.png"))
     lines = [f"# Top-{_TOP_K.value} patches per unit", "",
              f"Run `{_WORKDIR.value}` ({_run_summary(config, _WORKDIR.value, step)}), "
@@ -125,7 +128,12 @@ def main(argv):
             details.append(f"- unit {int(unit)}: purity {purity[u]:.2f}; " + ", ".join(where))
         details.append("")
         name = f"layer{number}_{layer}.png"
-        Image.fromarray(inspect.patch_grid(patches, saliencies)).save(
+        Image.fromarray(inspect.patch_grid(
+            patches, saliencies,
+            title=f"{config.model}, layer {number} {layer}: receptive field {geo.size} px; "
+                  f"top-{_TOP_K.value} patches | saliency per unit",
+            row_labels=[f"unit {int(unit)}, purity {purity[u]:.2f}"
+                        for u, unit in enumerate(units)])).save(
             os.path.join(_OUTPUT.value, name))
         all_purity = float(np.mean(inspect.class_purity(topk.label[layer])))
         lines.append(f"| {number}: `{layer}` ([png]({name})) | {geo.size} | {geo.jump} | "
@@ -139,4 +147,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from experiments import tables
+from experiments import common, tables
 from experiments.tables import harness
 
 _TABLE = flags.DEFINE_enum("table", None, [*tables.TABLES, "all"], "Which table to build.")
@@ -114,4 +114,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

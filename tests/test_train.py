@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -267,16 +268,37 @@ def test_durations_and_schedule():
         [0.1, 0.01, 0.01, 0.001])
 
 
-def test_launch_cluster_dry_runs():
+def test_launch_cluster_dry_runs(tmp_path):
     def dry(*args):
         return subprocess.run(["./launch.sh", *args], cwd=ROOT, capture_output=True, text=True,
                               check=True, env={**os.environ, "NODES": "2",
                                                "TASKS_PER_NODE": "4"}).stdout.strip()
 
     python = os.path.join(ROOT, ".venv", "bin", "python")
-    assert dry("slurm", "--dry-run", "train", "--config=c.py:a=1", "--workdir=/w") == (
-        f"srun --nodes=2 --ntasks-per-node=4 --gpus-per-task=1 env JAXCNN_DISTRIBUTED=1 "
-        f"{python} -m experiments.train --config=c.py:a=1 --workdir=/w")
+    *options, wrap = shlex.split(dry("slurm", "--dry-run", "train", "--config=c.py:a=1",
+                                     "--workdir=/w"))
+    # SIGTERM 120 s before the kill, requeued after preemption or the time limit.
+    assert options == ["sbatch", "--requeue", "--signal=TERM@120", "--open-mode=append",
+                       "--nodes=2", "--ntasks-per-node=4", "--gpus-per-task=1"]
+    assert wrap == (f"--wrap=srun env JAXCNN_DISTRIBUTED=1 {python} -m experiments.train "
+                    "--config=c.py:a=1 --workdir=/w; rc=$?; [ $rc -eq 143 ] && scontrol "
+                    'requeue "$SLURM_JOB_ID"; exit $rc')
+    # The job script requeues itself when the run exits 143 (preempted, saved) and only then:
+    # run with stand-ins for srun (exiting with the code given) and scontrol (recording).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nexit "$SRUN_RC"\n')
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$RECORD"\n')
+    for name in ("srun", "scontrol"):
+        (bin_dir / name).chmod(0o755)
+    record = tmp_path / "scontrol.txt"
+    for srun_rc, requeued in ((143, "requeue 77\n"), (0, ""), (1, "")):
+        job = subprocess.run(["sh", "-c", wrap.removeprefix("--wrap=")], env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin", "SRUN_RC": str(srun_rc), "SLURM_JOB_ID": "77",
+            "RECORD": str(record)})
+        assert job.returncode == srun_rc
+        assert (record.read_text() if record.exists() else "") == requeued
+        record.unlink(missing_ok=True)
     assert dry("tpu", "--dry-run", "v4-32", "us-central2-b", "train", "--workdir=gs://b/r") == (
         "gcloud compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --worker=all "
         "--command=cd\\ ~/jaxcnn\\ \\&\\&\\ JAXCNN_DISTRIBUTED=1\\ ./launch.sh\\ run\\ train"

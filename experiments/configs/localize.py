@@ -18,6 +18,7 @@ def _train_config(model: str, dataset: str, **fields) -> ml_collections.ConfigDi
     config.tensorboard = False
     config.checkpoint_every_steps = 2000
     config.log_every_steps = 100
+    config.progress_label = model  # two trainings in one run: say which one a line is from
     for key, value in fields.items():
         config[key] = value
     return config

@@ -10,7 +10,10 @@ from jaxcnn.train.config import (
     validate_config,
 )
 from jaxcnn.train.errors import RunError, UsageError
+from jaxcnn.train.fingerprint import FingerprintMismatchError, run_fingerprint
+from jaxcnn.train.lock import WorkdirLock, WorkdirLockedError, writer_lock
 from jaxcnn.train.loop import (
+    NonFiniteEvalError,
     TrainResult,
     collect_outputs,
     evaluate,
@@ -20,6 +23,7 @@ from jaxcnn.train.loop import (
     train_and_evaluate,
 )
 from jaxcnn.train.optim import make_optimizer, make_schedule
+from jaxcnn.train.preemption import Preempted
 from jaxcnn.train.program import Program, build_program, init_state, make_steps
 from jaxcnn.train.sharding import initialize_distributed, make_mesh, to_global
 from jaxcnn.train.state import TrainState
@@ -31,18 +35,12 @@ from jaxcnn.train.task import (
     classification_task,
     task_settings,
 )
-from jaxcnn.train.workdir import (
-    FingerprintMismatchError,
-    WorkdirLock,
-    WorkdirLockedError,
-    run_fingerprint,
-    writer_lock,
-)
 
 __all__ = [
     "Checkpointer", "CorruptCheckpointError", "Evaluator", "FingerprintMismatchError",
     "RunError", "UsageError",
-    "GatherAll", "Program", "Task", "TrainResult", "TrainState", "WorkdirLock",
+    "GatherAll", "NonFiniteEvalError", "Preempted", "Program", "Task", "TrainResult",
+    "TrainState", "WorkdirLock",
     "WorkdirLockedError", "build_program", "check_keys", "check_task_keys",
     "classification_task", "collect_outputs", "default_config", "evaluate",
     "evaluate_checkpoint", "init_state", "initialize_distributed", "load_run_config",
