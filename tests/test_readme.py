@@ -30,8 +30,6 @@ def test_readme_custom_task_trains_and_scores_on_gathered_outputs(tmp_path):
 # --- every fenced shell command names a real script and real flags -----------------------------
 
 SHELL_FENCES = ("bash", "sh", "shell", "console")
-# Programs a fenced command may run besides ./launch.sh: unpacking data.
-DATA_PREP = ("mkdir", "tar")
 
 
 def _sections() -> list[tuple[str, str]]:
@@ -105,14 +103,20 @@ def _launch_script(words: list[str]) -> tuple[str | None, list[str]]:
     raise AssertionError(f"unknown launch.sh command {command!r}")
 
 
-def test_every_fenced_command_starts_with_launch_sh():
+def test_every_fenced_command_runs_python_through_launch_sh():
+    # `python -m experiments...` fails on a fresh clone (no jax outside .venv): whatever runs
+    # Python goes through ./launch.sh; plain shell utilities (unpacking data, regenerating
+    # the pins) may stand alone.
     commands = _shell_commands()
-    assert len(commands) >= 30
+    launched = [line for _, line, _ in commands if line.startswith("./launch.sh")]
+    assert len(launched) >= 30
+    python = re.compile(r"(^|[\s;{(|&])(\S*/)?(python3?|PYTHONPATH=\S*)(\s|$)")
     for heading, line, _ in commands:
         for segment in re.split(r"\s*&&\s*", line):
-            program = segment.split()[0]
-            assert program == "./launch.sh" or program in DATA_PREP, (
-                f"{heading}: {segment!r} does not start with ./launch.sh")
+            if segment.startswith("./launch.sh"):
+                continue
+            assert not python.search(segment) and "experiments" not in segment, (
+                f"{heading}: {segment!r} runs Python outside ./launch.sh")
 
 
 def test_every_fenced_command_names_a_real_script_and_flags():
