@@ -342,13 +342,17 @@ def list_lines(manifest: Mapping[str, Any]) -> list[str]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    manifest = load_manifest(FLAGS.manifest)
+    try:
+        manifest = load_manifest(FLAGS.manifest)
+        selected = select_runs(manifest, FLAGS.budget_minutes, FLAGS.only, FLAGS.gpu)
+    except ManifestError as error:  # one line and exit 2, like every script's usage errors
+        raise app.UsageError(str(error)) from None
     if FLAGS.list:
         print("\n".join(list_lines(manifest)))
         return
     if FLAGS.budget_minutes is None and not FLAGS.only:
         raise app.UsageError("give --budget_minutes=N (or --only=IDS, or --list)")
-    chosen, skipped = select_runs(manifest, FLAGS.budget_minutes, FLAGS.only, FLAGS.gpu)
+    chosen, skipped = selected
     rows = []
     for run in chosen:
         started = time.perf_counter()
@@ -367,5 +371,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    from experiments import common
+
     define_flags()
-    app.run(main)
+    common.run(main)

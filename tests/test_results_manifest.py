@@ -242,3 +242,14 @@ def test_read_figure_from_json_lines_csv_and_regex(tmp_path):
     with pytest.raises(KeyError, match="no row with"):
         read({"file": "{workdir}/t.csv", "csv_row": {"network": "x"}, "csv_column": "a"},
              work, 0)
+
+
+def test_a_bad_manifest_or_run_id_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[runs]]\nid = 'x'\n")
+    result = run_module("experiments.check_results", f"--manifest={bad}", "--list",
+                        check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: run 'x': field 'commands' missing or not a list"
+    result = run_module("experiments.check_results", "--only=nope", check=False)
+    assert result.returncode == 2 and "--only: unknown run ids ['nope']" in result.stderr
