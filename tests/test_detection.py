@@ -11,7 +11,8 @@ import pytest
 
 from jaxcnn import detection, losses
 from jaxcnn.data import detection as detection_data
-from jaxcnn.detection import localization, sliding, tasks
+from jaxcnn.detection import localization, sliding
+from jaxcnn.tasks import localization as localization_task
 
 
 def _random_boxes(rng, n, lo=0.02, hi=0.4):
@@ -508,7 +509,7 @@ def test_localization_task_eval_through_train_and_evaluate_matches_direct_sums(t
     config = train.default_config()
     config.update({"train_steps": 1, "batch_size": 8, "eval_batch_size": 4, "normalize": False,
                    "progress": False, "tensorboard": False, "async_checkpoints": False})
-    task = tasks.localization_task(dataset, model)
+    task = localization_task.make_task(dataset, model)
     result = train.train_and_evaluate(config, str(tmp_path), task)
     variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
     out = model.apply(variables, jnp.asarray(dataset.x_test))

@@ -23,7 +23,7 @@ import pytest
 from conftest import ROOT, run_module
 from test_train import LENET_CONFIG, read_metrics
 
-from jaxcnn import train
+from jaxcnn import tasks, train
 
 REFERENCE_STEPS = 12
 CHECKPOINT_EVERY = 2
@@ -441,7 +441,7 @@ def test_evaluate_tolerates_steps_vanishing_while_it_reads(reference, tmp_path, 
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, "_load_checkpoint_infos", listing_races_a_prune)
-    step, metrics = train.evaluate_checkpoint(config, str(workdir))
+    step, metrics = train.evaluate_checkpoint(config, str(workdir), tasks.build)
     assert vanished == [8] and step == REFERENCE_STEPS
     final = json.loads((reference / "final_metrics.json").read_text())
     assert metrics["top1"] == final["top1"]

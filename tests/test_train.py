@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT, run_module
 
 from jaxcnn import data as data_lib
-from jaxcnn import models, train
+from jaxcnn import models, tasks, train
+from jaxcnn.tasks import classification
 
 LENET_CONFIG = "experiments/configs/lenet5_mnist.py"
 
@@ -63,7 +64,7 @@ def assert_trees_close(a, b, atol):
 
 
 def test_lenet5_learns_embedded_mnist(tmp_path):
-    result = train.train_and_evaluate(small_config(), str(tmp_path))
+    result = train.train_and_evaluate(small_config(), str(tmp_path), tasks.build)
     losses = [row["loss"] for row in read_metrics(tmp_path)]
     assert len(losses) == 8
     # Chance is ln(10) = 2.30; 40 Adam steps of 64 digits bring the loss well below half.
@@ -77,9 +78,9 @@ def test_lenet5_learns_embedded_mnist(tmp_path):
     step, _ = saved_params(tmp_path)
     assert int(step) == 40
     step, metrics = train.evaluate_checkpoint(train.load_run_config(str(tmp_path)),
-                                              str(tmp_path))
+                                              str(tmp_path), tasks.build)
     assert step == 40 and metrics == pytest.approx(result.metrics, abs=1e-6)
-    again = train.train_and_evaluate(small_config(), str(tmp_path))  # resumes: nothing to do
+    again = train.train_and_evaluate(small_config(), str(tmp_path), tasks.build)  # resumes
     assert again.steps_run == 0
     assert_trees_close(again.state.params, result.state.params, atol=0)
 
@@ -88,10 +89,12 @@ def test_mixed_precision_keeps_float32_params_and_loss(tmp_path):
     config = small_config(dtype="bfloat16", train_steps=2, log_every_steps=1)
     dataset = tiny_mnist()
     result = train.train_and_evaluate(config, str(tmp_path / "bf16"),
-                                      task=train.classification_task(config, dataset))
+                                      task=classification.make_task(train.resolve_platform(config),
+                                                                    dataset))
     config32 = small_config(train_steps=2, log_every_steps=1)
     train.train_and_evaluate(config32, str(tmp_path / "f32"),
-                             task=train.classification_task(config32, dataset))
+                             task=classification.make_task(train.resolve_platform(config32),
+                                                           dataset))
     assert {leaf.dtype for leaf in jax.tree.leaves(result.state.params)} == {jnp.dtype("float32")}
     bf16_loss = read_metrics(tmp_path / "bf16")[0]["loss"]
     f32_loss = read_metrics(tmp_path / "f32")[0]["loss"]
@@ -199,7 +202,7 @@ class _PoisonedDataset:
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path):
     config = small_config(train_steps=20, checkpoint_every_steps=5, log_every_steps=10)
-    task = train.classification_task(config, _PoisonedDataset(tiny_mnist()))
+    task = classification.make_task(train.resolve_platform(config), _PoisonedDataset(tiny_mnist()))
     with pytest.raises(FloatingPointError, match=r"at step 8; last good checkpoint: step 5"):
         train.train_and_evaluate(config, str(tmp_path), task=task)
 
@@ -227,7 +230,7 @@ def test_unknown_config_key_is_named():
     config = small_config()
     config.batchsize = 32
     with pytest.raises(KeyError, match="batchsize"):
-        train.train_and_evaluate(config, "/nonexistent/never/written")
+        train.train_and_evaluate(config, "/nonexistent/never/written", tasks.build)
     assert train.override(train.default_config(), "image_size=(28,28),learning_rate=1")[
         "image_size"] == (28, 28)
     widened = train.override(train.default_config(), "model_kwargs.width=0.25")

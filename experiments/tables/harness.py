@@ -24,6 +24,8 @@ import numpy as np
 
 from experiments.tables.render import machine_description
 from jaxcnn import counting, data, train
+from jaxcnn.tasks import classification
+from jaxcnn.train.metrics import images_per_second
 
 BUDGETS = ("tiny", "small", "medium", "full")
 # Budgets only tests use: the medium budget's structure (seeds, schedule, data) at test size.
@@ -201,7 +203,7 @@ Trainer = Callable[[ml_collections.ConfigDict, Any, str, Any], RunResult]
 def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
                   model: Any = None) -> RunResult:
     """Train config.model (or `model`, a flax module) on `dataset` with train_and_evaluate."""
-    task = train.classification_task(config, dataset, model=model)
+    task = classification.make_task(train.resolve_platform(config), dataset, model=model)
     result = train.train_and_evaluate(config, workdir, task)
     return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run,
                      train_curve(workdir, "loss"))
@@ -596,18 +598,14 @@ def measure_throughput(model: str, input_shape: Sequence[int], num_classes: int,
     dataset = data.ArrayDataset("random", x, y, x, y, num_classes)
     config = train.default_config()
     config.model, config.optimizer, config.normalize = model, "momentum", False
-    task = train.classification_task(config, dataset)
+    task = classification.make_task(train.resolve_platform(config), dataset)
     state, jit_train, jit_eval = _loop_program(config, task, steps + 1)
     batch_arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
     eval_arrays = {**batch_arrays, "mask": jnp.ones((batch,), jnp.float32)}
 
     def rate(step: Callable[[], Any]) -> float:
         jax.block_until_ready(step())  # compile
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = step()
-        jax.block_until_ready(out)
-        return steps * batch / (time.perf_counter() - start)
+        return images_per_second(step, steps, batch)
 
     holder = {"state": state}
 
@@ -674,17 +672,17 @@ def timed_train_step(config: ml_collections.ConfigDict, image_shape: Sequence[in
     x = rng.random((batch, *image_shape), dtype=np.float32)
     y = (np.arange(batch) % num_classes).astype(np.int32)
     dataset = data.ArrayDataset("random", x, y, x[:1], y[:1], num_classes)
-    task = train.classification_task(config, dataset, model=model)
+    task = classification.make_task(train.resolve_platform(config), dataset, model=model)
     state, jit_train, _ = _loop_program(config, task, 1_000_000)
     arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
     holder = {"state": jit_train(state, arrays)[0]}  # compile
 
+    def train_once():
+        holder["state"], metrics = jit_train(holder["state"], arrays)
+        return metrics
+
     def rate(steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            holder["state"], metrics = jit_train(holder["state"], arrays)
-        jax.block_until_ready(metrics)
-        return steps * batch / (time.perf_counter() - start)
+        return images_per_second(train_once, steps, batch)
 
     return rate
 

@@ -257,17 +257,36 @@ def _sample_box(rng, cls, size, min_px, max_px, centre_range=None):
     return np.array([rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi), h, w])
 
 
-def _draw(image: np.ndarray, box_px: np.ndarray, cls: int, colour: np.ndarray) -> None:
+def _shape_pixels(box_px: np.ndarray, cls: int, size: int) -> tuple[tuple[slice, slice],
+                                                                      np.ndarray]:
+    """(the box's region of a size x size image, mask of class `cls`'s shape in it)."""
     cx, cy, h, w = box_px
-    size = image.shape[0]
     x0, x1 = int(np.floor(cx - w / 2)), int(np.ceil(cx + w / 2))
     y0, y1 = int(np.floor(cy - h / 2)), int(np.ceil(cy + h / 2))
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
     yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
     u, v = (xx - (cx - w / 2)) / w, (yy - (cy - h / 2)) / h
     mask = _SHAPES[cls](u, v, h / w) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
-    region = image[y0:y1, x0:x1]
-    region[mask] = colour
+    return (slice(y0, y1), slice(x0, x1)), mask
+
+
+def _draw(image: np.ndarray, box_px: np.ndarray, cls: int, colour: np.ndarray) -> None:
+    region, mask = _shape_pixels(box_px, cls, image.shape[0])
+    image[region][mask] = colour
+
+
+def scene_labels(boxes: np.ndarray, classes: np.ndarray, size: int) -> np.ndarray:
+    """Per-pixel labels (B, size, size) int32 of generated scenes from their (B, M, 4)
+    relative boxes and (B, M) classes (-1 padding): 0 background, class + 1 where the
+    object's shape was drawn, larger objects first as `synthetic_scene` draws them."""
+    labels = np.zeros((len(boxes), size, size), np.int32)
+    for out, scene_boxes, scene_classes in zip(labels, boxes, classes):
+        valid = scene_classes >= 0
+        boxes_px = scene_boxes[valid].astype(np.float64) * size
+        for i in np.argsort(-(boxes_px[:, 2] * boxes_px[:, 3]), kind="stable"):
+            region, mask = _shape_pixels(boxes_px[i], int(scene_classes[valid][i]), size)
+            out[region][mask] = scene_classes[valid][i] + 1
+    return labels
 
 
 def synthetic_scene(

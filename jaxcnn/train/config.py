@@ -214,6 +214,8 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")  # jaxcnn.train.optim builds them
+SCHEDULES = ("constant", "cosine", "step")
 AUGMENTATIONS = ("none", "flip", "crop_flip", "inception_crop")
 
 
@@ -248,8 +250,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     Also normalises config.image_size in place (see `normalize_image_size`).
     """
-    from jaxcnn.train.optim import OPTIMIZERS, SCHEDULES  # optim imports this module
-
     problems = []
 
     def need(ok: bool, key: str, expected: str) -> None:

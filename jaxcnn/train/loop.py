@@ -1,4 +1,8 @@
-"""One training loop for every task: `train_and_evaluate(config, workdir, task)`."""
+"""One training loop for every task: `train_and_evaluate(config, workdir, task)`.
+
+`task` is a built Task or a function config -> Task (`jaxcnn.tasks.build` selects the task
+from config.task.name); the trainer itself knows no task.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +28,9 @@ from jaxcnn.train.faults import fault_point
 from jaxcnn.train.fingerprint import run_fingerprint
 from jaxcnn.train.metrics import MetricWriter, Progress
 from jaxcnn.train.preemption import Preempted, SignalFlag, catch_signals
-from jaxcnn.train.program import Program, build_program
+from jaxcnn.train.program import Program, TaskBuilder, build_program
 from jaxcnn.train.state import TrainState
-from jaxcnn.train.task import Evaluator, Task, classification_task, concatenate_outputs
+from jaxcnn.train.task import Evaluator, Task, concatenate_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,21 +66,43 @@ def run_evaluator(program: Program, state: TrainState, evaluator: Evaluator) -> 
     return evaluator
 
 
+def eval_sums(program: Program, state: TrainState) -> dict[str, np.ndarray]:
+    """The task's eval sums totalled over the eval split (scalars or arrays, float64)."""
+    totals: dict[str, np.ndarray] = {}
+    for sums, _ in _eval_outputs(program, state):
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
+    return totals
+
+
+def metrics_from_sums(task: Task, totals: dict[str, np.ndarray]) -> dict[str, float]:
+    """Scalar sums divided by the example count (COUNTED_METRICS stay totals), plus the
+    task's eval_metrics of all totals; an array sum needs eval_metrics to become numbers."""
+    arrays = sorted(key for key, value in totals.items() if np.ndim(value))
+    if arrays and task.eval_metrics is None:
+        raise ValueError(f"eval sums {arrays} are arrays: the task needs eval_metrics to turn "
+                         f"them into numbers")
+    if not totals:
+        return {}
+    count = max(float(totals.get("count", 0.0)), 1.0)
+    result = {key: float(value) if key in COUNTED_METRICS else float(value) / count
+              for key, value in totals.items() if key != "count" and key not in arrays}
+    result["count"] = count
+    if task.eval_metrics is not None:
+        result.update({key: float(value) for key, value in task.eval_metrics(totals).items()})
+    return result
+
+
 def evaluate(program: Program, state: TrainState) -> dict[str, float]:
-    """The task's metrics over the whole eval split: mean of its sums, then its evaluator's."""
-    totals: dict[str, float] = {}
+    """The task's metrics over the whole eval split: from its sums, then its evaluator's."""
+    totals: dict[str, np.ndarray] = {}
     evaluator = program.task.make_evaluator() if program.task.output_fn else None
     for sums, outputs in _eval_outputs(program, state):
         for key, value in sums.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
+            totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
         if evaluator is not None:
             evaluator.update(outputs)
-    result: dict[str, float] = {}
-    if totals:
-        count = max(totals.pop("count", 0.0), 1.0)
-        result = {key: value if key in COUNTED_METRICS else value / count
-                  for key, value in totals.items()}
-        result["count"] = count
+    result = metrics_from_sums(program.task, totals)
     if evaluator is not None:
         result.update(evaluator.result())
     return result
@@ -145,9 +171,10 @@ class _RunIO:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
+    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder
 ) -> TrainResult:
-    """Train `task` (default: config.model on config.dataset) and evaluate; resumes from workdir."""
+    """Train `task` (a Task, or config -> Task such as jaxcnn.tasks.build) and evaluate;
+    resumes from workdir."""
     check_keys(config)
     validate_config(config)  # before any file is written
     try:
@@ -161,8 +188,8 @@ def train_and_evaluate(
 
 
 def _train_and_evaluate(config, workdir, task, signals: SignalFlag) -> TrainResult:
-    task = task or classification_task(config)
     program = build_program(config, task)
+    task = program.task
     if config.batch_size > task.dataset.num_train:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {task.dataset.num_train} "
                          f"training examples of {config.dataset!r}; use a smaller batch_size")
@@ -180,7 +207,7 @@ def _train_and_evaluate(config, workdir, task, signals: SignalFlag) -> TrainResu
             print(f"resuming from step {start_step} in {ckpt_dir}", flush=True)
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+            f.write(_saved_config(program, config).to_json_best_effort(indent=2))
 
     io = _RunIO(checkpointer=checkpointer,
                 writer=MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard),
@@ -279,8 +306,17 @@ def chance_warning(metrics: dict[str, float], num_classes: int, losses: list[flo
             "diverged: lower learning_rate or set grad_clip_norm")
 
 
+def _saved_config(program: Program, config: ml_collections.ConfigDict
+                  ) -> ml_collections.ConfigDict:
+    """What config.json records: the config the task was built from (with what its builder
+    recorded, e.g. anchors), but the conv_impl asked for, so the run can move platform."""
+    saved = program.config.copy_and_resolve_references()
+    saved.conv_impl = config.conv_impl
+    return saved
+
+
 def restore_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
+    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder
 ) -> tuple[Program, int, TrainState]:
     """(program, step, state) of the latest readable checkpoint in workdir/checkpoints."""
     check_keys(config)
@@ -290,7 +326,6 @@ def restore_checkpoint(
         raise FileNotFoundError(
             f"no checkpoint in {ckpt_dir}: train first (python -m experiments.train "
             f"--workdir={workdir} ...) or pass the workdir of a finished run")
-    task = task or classification_task(config)
     program = build_program(config, task)
     checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False,
                                 read_only=True, fingerprint=run_fingerprint(program))
@@ -304,7 +339,7 @@ def restore_checkpoint(
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, task: Task | None = None
+    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder
 ) -> tuple[int, dict[str, float]]:
     """(step, eval metrics) of the latest readable checkpoint in workdir/checkpoints."""
     program, step, state = restore_checkpoint(config, workdir, task)
