@@ -122,7 +122,8 @@ def test_every_mistake_is_one_line_with_the_fix_and_a_usage_exit_code(tmp_path):
         results = [r for rs in pool.map(attempt, by_script) for r in rs]
     launch = _run(["bash", "launch.sh", "run", "detct"])
     results.append(((["launch.sh run detct"], 2, "no experiment script 'detct' (did you mean "
-                     "detect?); scripts: detect evaluate faces"), launch.returncode, launch.stderr))
+                     "detect?); scripts: check_results detect evaluate faces"),
+                    launch.returncode, launch.stderr))
     assert len(results) == len(MISTAKES) + 1
     for (args, code, fragment), returncode, stderr in results:
         lines = stderr.strip().splitlines()
