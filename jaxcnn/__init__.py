@@ -16,6 +16,7 @@ SUBPACKAGES = (
     "counting",
     "data",
     "detection",
+    "errors",
     "faces",
     "inspection",
     "kernels",

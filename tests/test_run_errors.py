@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from jaxcnn.data import faces as faces_data
+from jaxcnn.errors import RunError
 
 
 def test_a_broken_image_in_a_faces_folder_is_named(tmp_path):
@@ -23,3 +24,5 @@ def test_a_broken_image_in_a_faces_folder_is_named(tmp_path):
     message = str(caught.value)
     assert message.startswith(f"cannot read image {broken} (cannot identify image file")
     assert message.endswith("; remove or replace that file") and "\n" not in message
+    # A RunError, so the command line prints it as one line (exit 1), not a traceback.
+    assert isinstance(caught.value, RunError) and caught.value.exit_code == 1

@@ -17,6 +17,7 @@ import numpy as np
 from jaxcnn.data import base
 from jaxcnn.data.arrays import AUGMENTATIONS, augment_batch, to_float_images
 from jaxcnn.data.offline import IMAGE_SUFFIXES
+from jaxcnn.errors import RunError
 
 Batch = dict[str, np.ndarray]
 # "faces": flip + a random small rotation, scaling and shift + brightness/contrast jitter,
@@ -169,7 +170,7 @@ def read_identity_folder(
                           tuple(files))
 
 
-class ImageReadError(ValueError):
+class ImageReadError(RunError, ValueError):
     """An image file in a folder that cannot be read; the message names it."""
 
 

@@ -1,5 +1,6 @@
 """The training machinery shared by every task."""
 
+from jaxcnn.errors import RunError, UsageError
 from jaxcnn.train.checkpoint import Checkpointer, CorruptCheckpointError
 from jaxcnn.train.config import (
     check_keys,
@@ -9,7 +10,6 @@ from jaxcnn.train.config import (
     to_steps,
     validate_config,
 )
-from jaxcnn.train.errors import RunError, UsageError
 from jaxcnn.train.fingerprint import FingerprintMismatchError, run_fingerprint
 from jaxcnn.train.lock import WorkdirLock, WorkdirLockedError, writer_lock
 from jaxcnn.train.loop import (

@@ -25,8 +25,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxcnn.errors import RunError
 from jaxcnn.train import fingerprint as fingerprint_lib
-from jaxcnn.train.errors import RunError
 from jaxcnn.train.faults import fault_point
 from jaxcnn.train.lock import disk_error
 from jaxcnn.train.sharding import all_processes_agree

@@ -110,7 +110,7 @@ def _usage_error(message: str, base: type[Exception]) -> Exception:
     """A jaxcnn.train.UsageError that is also a `base` (KeyError, TypeError or ValueError), so
     entry points print it as one line and existing `except base` callers still catch it."""
     if base not in _CONFIG_ERRORS:
-        from jaxcnn.train.errors import UsageError  # a leaf module; imported here, not above
+        from jaxcnn.errors import UsageError  # a leaf module; imported here, not above
 
         def __str__(self: Exception) -> str:  # KeyError's own __str__ would quote the message
             return str(self.args[0]) if self.args else ""

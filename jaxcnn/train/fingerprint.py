@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn.train.errors import RunError
+from jaxcnn.errors import RunError
 
 LEGACY_NAME = "fingerprint.json"
 

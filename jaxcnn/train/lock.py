@@ -22,7 +22,7 @@ from typing import Any
 
 import jax
 
-from jaxcnn.train.errors import RunError
+from jaxcnn.errors import RunError
 from jaxcnn.train.sharding import all_processes_agree
 
 LOCK_NAME = "writer.lock"

@@ -20,10 +20,10 @@ import ml_collections
 import numpy as np
 
 from jaxcnn.data import base as data_base
+from jaxcnn.errors import RunError
 from jaxcnn.train import lock as lock_lib
 from jaxcnn.train.checkpoint import Checkpointer, saved_steps
 from jaxcnn.train.config import check_keys, validate_config
-from jaxcnn.train.errors import RunError
 from jaxcnn.train.faults import fault_point
 from jaxcnn.train.fingerprint import run_fingerprint
 from jaxcnn.train.metrics import MetricWriter, Progress

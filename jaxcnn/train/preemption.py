@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import jax
 
-from jaxcnn.train.errors import RunError
+from jaxcnn.errors import RunError
 from jaxcnn.train.sharding import process_max
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -1,5 +1,7 @@
 """Errors a user can fix: their message is one line that names what was wrong and what to do.
 
+A bottom-layer module: data, train and the tasks all raise these.
+
 Entry points (experiments/*) print `error: <message>` for these and exit with `exit_code`
 instead of a traceback; anything else is a bug and keeps its traceback.
 """
