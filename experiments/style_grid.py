@@ -92,7 +92,7 @@ def save_grid(path: str, reports: list[dict], size: int, columns: int = 2) -> No
     from PIL import Image
 
     rows = -(-len(reports) // columns)
-    figure, axes = plt.subplots(rows, 3 * columns, figsize=(3 * columns * 2.3, rows * 2.55),
+    figure, axes = plt.subplots(rows, 3 * columns, figsize=(3 * columns * 2.3, rows * 2.9),
                                 squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
