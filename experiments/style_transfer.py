@@ -215,7 +215,7 @@ def save_pictures(output: str, content: np.ndarray, style_image: np.ndarray,
     steps = np.arange(len(history["total"]))
     for name, style_ in (("total", "-"), ("content", "-"), ("style", "-")):
         axis.plot(steps, history[name], label=name, lw=2, ls=style_)
-    layer_styles = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 2)))
+    layer_styles = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (8, 3)))
     layers = sorted(k for k in history if k.startswith("style/"))
     colours = plt.get_cmap("tab10").colors[3:]  # after total, content, style's three
     for index, name in enumerate(layers):
