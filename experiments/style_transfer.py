@@ -2,7 +2,7 @@
 
     python -m experiments.style_transfer                       # scikit-image's cat + coffee
     python -m experiments.style_transfer --content=a.jpg --style=b.jpg --output=out.png \
-        --size=256 --steps=100 --alpha=0.25 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
+        --size=256 --steps=100 --alpha=0.075 --beta=1 --style_layers=conv1_1,conv2_1 --init=noise
 
 Writes the result PNG, OUTPUT_side_by_side.png (titled content | style | result with the
 measures), OUTPUT_costs.png (the cost curves) and OUTPUT_metrics.json, and prints the two
@@ -33,10 +33,11 @@ flags.DEFINE_string("output", "runs/style/result.png", "Result PNG; the side-by-
                     "curve PNGs are written next to it.")
 flags.DEFINE_integer("size", 256, "Longer side of the generated image in pixels.")
 flags.DEFINE_integer("steps", 100, "Optimisation steps.")
-flags.DEFINE_float("alpha", 0.25, "Weight of the content cost (it sums over positions: "
+flags.DEFINE_float("alpha", 0.075, "Weight of the content cost (it sums over positions: "
                    "scale it with the pixel count, x4 per halving of --size).")
 flags.DEFINE_float("beta", 1.0, "Weight of the style cost.")
-flags.DEFINE_float("tv_weight", 0.0, "Weight of the total-variation regulariser.")
+flags.DEFINE_float("tv_weight", 300.0, "Weight of the total-variation regulariser "
+                   "(losses.total_variation: a sum over pixels, like the content cost).")
 flags.DEFINE_string("content_layer", style.CONTENT_LAYER, "Content layer.")
 flags.DEFINE_list("style_layers", list(style.STYLE_LAYERS), "Style layers.")
 flags.DEFINE_list("style_weights", None, "One weight per style layer (default: equal, sum 1).")
