@@ -44,7 +44,7 @@ def model_config(name: str, batch: int, image: str | None) -> tuple[int, tuple[i
 
 
 class SyntheticData:
-    """Just enough of a dataset for `classification_task` and `init_state`."""
+    """Just enough of a dataset for `tasks.classification.make_task` and `init_state`."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int):
         self.image_shape, self.num_classes = image_shape, num_classes
@@ -87,13 +87,15 @@ def project_program(name: str, shape: tuple[int, int, int], num_classes: int,
     0.9 at a constant 0.01, cross-entropy, no input normalisation, computing in `dtype`
     (parameters stay float32)."""
     from jaxcnn import train
+    from jaxcnn.tasks import classification
 
     config = train.default_config()
     config.model, config.optimizer, config.schedule = name, "momentum", "constant"
     config.dtype = dtype
     config.learning_rate, config.normalize, config.batch_size = 0.01, False, batch
     config.model_kwargs.update(model_kwargs or {})
-    task = train.classification_task(config, SyntheticData(shape, num_classes))
+    task = classification.make_task(train.resolve_platform(config),
+                                    SyntheticData(shape, num_classes))
     return train.build_program(config, task, total_steps=1, steps_per_epoch=1)
 
 

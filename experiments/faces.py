@@ -88,7 +88,7 @@ def run_train(config: ConfigDict, workdir: str) -> None:
     _save_config(config, workdir)
     start = time.perf_counter()
     result = train.train_and_evaluate(config, workdir,
-                                      faces.triplet_task(config, dataset))
+                                      lambda resolved: faces.triplet_task(resolved, dataset))
     seconds = time.perf_counter() - start
     print(f"trained {result.steps_run} steps in {seconds:.1f} s; held-out leave-one-out "
           f"nearest-neighbour accuracy {result.metrics['nn_accuracy']:.4f}", flush=True)
@@ -105,7 +105,7 @@ def load_embedder(workdir: str, config: ConfigDict):
         state = checkpointer.restore_arrays()
     finally:
         checkpointer.close()
-    model = faces.encoder_from_config(config)
+    model = faces.encoder_from_config(train.resolve_platform(config))
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
@@ -261,4 +261,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

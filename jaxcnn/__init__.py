@@ -15,13 +15,17 @@ SUBPACKAGES = (
     "convert",
     "counting",
     "data",
+    "detection",
     "faces",
-    "inspect",
+    "inspection",
     "kernels",
     "losses",
     "models",
     "ops",
+    "style",
+    "tasks",
     "train",
+    "weights",
 )
 __all__ = ["__version__", *SUBPACKAGES]
 

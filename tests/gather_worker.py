@@ -28,8 +28,9 @@ def tiny_dataset():
 def gathered_task(config):
     """Classification whose eval also gathers logits and labels and scores them on the host."""
     from jaxcnn import train
+    from jaxcnn.tasks import classification
 
-    base = train.classification_task(config, tiny_dataset())
+    base = classification.make_task(train.resolve_platform(config), tiny_dataset())
 
     def metric(outputs):
         correct = outputs["logits"].argmax(-1) == outputs["label"]
@@ -66,14 +67,15 @@ def inspect_main(out: str) -> None:
     """The per-unit top-k of LeNet-5's two conv layers over the tiny eval set, gathered."""
     import jax
 
-    from jaxcnn import inspect, train
+    from jaxcnn import inspection, train
+    from jaxcnn.tasks import classification
 
     config = train.default_config()
     config.update({"batch_size": 8, "eval_batch_size": EVAL_BATCH, "train_steps": 1})
-    base = train.classification_task(config, tiny_dataset())
-    task = inspect.inspection_task(base.model, base.dataset, ["act1", "act2"], 3)
+    base = classification.make_task(train.resolve_platform(config), tiny_dataset())
+    task = inspection.inspection_task(base.model, base.dataset, ["act1", "act2"], 3)
     program = train.build_program(config, task)
-    topk = inspect.top_patches(program, program.init_state(), ["act1", "act2"], 3)
+    topk = inspection.top_patches(program, program.init_state(), ["act1", "act2"], 3)
     if jax.process_index() == 0:
         np.savez(out, **{f"{key}_{layer}": getattr(topk, key)[layer]
                          for key in ("values", "index", "position", "label")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from jaxcnn import data as data_lib
-from jaxcnn import train
+from jaxcnn import tasks, train
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_tfds_mnist_pipeline_and_training_on_mock_data(tmp_path):
         resumed.close()
         masks = [b["mask"] for b in dataset.eval_batches(24)]
         assert [float(m.sum()) for m in masks] == [24, 24, 16]  # 64 examples, last batch padded
-        result = train.train_and_evaluate(config, str(tmp_path / "run"))
+        result = train.train_and_evaluate(config, str(tmp_path / "run"), tasks.build)
     losses = [row["loss"] for row in _train_rows(tmp_path / "run")]
     # 64 random images with random labels: 30 steps of Adam memorise most of them.
     assert losses[0] > 2.0 and np.mean(losses[-3:]) < 0.6 * losses[0]

@@ -11,7 +11,8 @@ import pytest
 
 from jaxcnn import detection, losses
 from jaxcnn.data import detection as detection_data
-from jaxcnn.detection import localization, sliding, tasks
+from jaxcnn.detection import localization, sliding
+from jaxcnn.tasks import localization as localization_task
 
 
 def _random_boxes(rng, n, lo=0.02, hi=0.4):
@@ -396,19 +397,35 @@ def _write_voc(root, name, size, objects, image=True):
 
 def test_voc_reader_reports_bad_files_by_name(tmp_path):
     _write_voc(tmp_path, "good", (40, 20), [("cat", 10, 5, 30, 15)])
-    _write_voc(tmp_path, "outside", (40, 20), [("cat", 10, 5, 45, 15)])
-    _write_voc(tmp_path, "unknown", (40, 20), [("zebra", 1, 1, 5, 5)])
+    _write_voc(tmp_path, "outside", (40, 20), [("cat", 10, 5, 45, 15)])  # 5 px past the edge
     _write_voc(tmp_path, "broken", (40, 20), [("cat", 1, 1, 5, 5)], image="broken")
-    with pytest.warns(UserWarning):
-        files, images, boxes, classes, names, problems = detection_data.read_voc_folder(
-            str(tmp_path), image_size=(10, 10), class_names=["cat", "dog"])
-    assert files == ["good.png"] and images.shape == (1, 10, 10, 3)
-    np.testing.assert_allclose(boxes[0], [[0.5, 0.5, 0.5, 0.5]])  # resized, still relative
-    reasons = dict(problems)
-    assert "outside" in reasons["outside.xml"] and "zebra" in reasons["unknown.xml"]
+    read = detection_data.read_voc_folder(str(tmp_path), image_size=(10, 10),
+                                          class_names=["cat", "dog"])
+    assert read.files == ["good.png"] and read.images.shape == (1, 10, 10, 3)
+    np.testing.assert_allclose(read.boxes[0], [[0.5, 0.5, 0.5, 0.5]])  # resized, still relative
+    reasons = dict(read.problems)
+    assert "outside the 40x20 image" in reasons["outside.xml"]
     assert "unreadable image" in reasons["broken.png"]
     with pytest.raises(detection_data.AnnotationError, match="broken.png"):  # first in order
         detection_data.read_voc_folder(str(tmp_path), class_names=["cat"], on_error="raise")
+
+
+def test_unknown_or_misspelled_voc_class_is_an_error_naming_file_name_and_names(tmp_path):
+    _write_voc(tmp_path, "a", (40, 20), [("raccoon", 10, 5, 30, 15)])
+    _write_voc(tmp_path, "b", (40, 20), [("raccoon", 10, 5, 30, 15)])
+    _write_voc(tmp_path, "c", (40, 20), [("racoon", 1, 1, 5, 5)])
+    with pytest.raises(detection_data.AnnotationError,
+                       match=r"c\.xml: unknown class 'racoon'; declared names: raccoon, dog"):
+        detection_data.read_voc_folder(str(tmp_path), class_names=["raccoon", "dog"])
+    # No names declared anywhere: the rarer near-duplicate is named, with how to declare.
+    with pytest.raises(detection_data.AnnotationError,
+                       match=r"c\.xml: class 'racoon' \(1 boxes\) looks like a misspelling of "
+                             r"'raccoon' \(2 boxes\).*classes\.txt"):
+        detection_data.read_voc_folder(str(tmp_path))
+    (tmp_path / "classes.txt").write_text("raccoon\nracoon\n")  # declared: both are classes
+    read = detection_data.read_voc_folder(str(tmp_path), image_size=(8, 8))
+    assert read.names == ("raccoon", "racoon") and [c.tolist() for c in read.classes] == [
+        [0], [0], [1]]
 
 
 def test_yolo_reader_converts_w_h_order_and_reports_bad_lines(tmp_path):
@@ -419,12 +436,10 @@ def test_yolo_reader_converts_w_h_order_and_reports_bad_lines(tmp_path):
         Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(tmp_path / "images" / f"{name}.jpg")
     (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.25 0.2 0.1\n0 0.1 0.1 0.1 0.1\n")
     (tmp_path / "labels" / "b.txt").write_text("0 0.95 0.5 0.2 0.2\n")  # right edge at 1.05
-    with pytest.warns(UserWarning, match="b.txt"):
-        files, _, boxes, classes, _, problems = detection_data.read_yolo_folder(
-            str(tmp_path), ["x", "y"], image_size=(16, 16))
-    assert files == ["a.jpg"] and problems[0][0] == "b.txt"
-    np.testing.assert_allclose(boxes[0], [[0.5, 0.25, 0.1, 0.2], [0.1, 0.1, 0.1, 0.1]])
-    np.testing.assert_array_equal(classes[0], [1, 0])
+    read = detection_data.read_yolo_folder(str(tmp_path), ["x", "y"], image_size=(16, 16))
+    assert read.files == ["images/a.jpg"] and read.problems[0][0] == "labels/b.txt"
+    np.testing.assert_allclose(read.boxes[0], [[0.5, 0.25, 0.1, 0.2], [0.1, 0.1, 0.1, 0.1]])
+    np.testing.assert_array_equal(read.classes[0], [1, 0])
 
 
 def test_tfds_bbox_order_converts_to_center():
@@ -494,7 +509,7 @@ def test_localization_task_eval_through_train_and_evaluate_matches_direct_sums(t
     config = train.default_config()
     config.update({"train_steps": 1, "batch_size": 8, "eval_batch_size": 4, "normalize": False,
                    "progress": False, "tensorboard": False, "async_checkpoints": False})
-    task = tasks.localization_task(dataset, model)
+    task = localization_task.make_task(dataset, model)
     result = train.train_and_evaluate(config, str(tmp_path), task)
     variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
     out = model.apply(variables, jnp.asarray(dataset.x_test))
@@ -507,10 +522,14 @@ def test_localization_task_eval_through_train_and_evaluate_matches_direct_sums(t
 
 
 def test_annotated_folder_without_a_usable_image_names_the_folder_and_its_problems(tmp_path):
-    """Every label file skipped (here: an unknown class) is one clear error, not numpy's."""
+    """Every label file skipped (here: a malformed line) is one clear error, not numpy's."""
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "a.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2\n")
     (tmp_path / "images" / "a.jpg").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"no usable annotated image in .*unknown class 3"):
+    with pytest.raises(ValueError, match=r"no usable annotated image in .*expected 'class cx"):
+        detection_data.read_yolo_folder(str(tmp_path), ["raccoon"])
+    (tmp_path / "labels" / "a.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(detection_data.AnnotationError,
+                       match=r"a\.txt: line 1: unknown class 3; the 1 declared names"):
         detection_data.read_yolo_folder(str(tmp_path), ["raccoon"])

@@ -12,6 +12,7 @@ from PIL import Image
 from jaxcnn import data as data_lib
 from jaxcnn import train
 from jaxcnn.data import device
+from jaxcnn.tasks import classification
 
 CLASSES = ("cat", "ant", "bee")  # deliberately unsorted: labels follow sorted names
 
@@ -145,7 +146,8 @@ def test_loop_on_device_data_matches_host_arrays_without_augmentation(tmp_path):
     """Same rows in the same order: the device gather must give the host pipeline's run."""
     results = {}
     for kind in ("device", "host"):
-        task = train.classification_task(tiny_config(), gray_dataset(kind, "none"))
+        task = classification.make_task(train.resolve_platform(tiny_config()),
+                                        gray_dataset(kind, "none"))
         results[kind] = train.train_and_evaluate(tiny_config(), str(tmp_path / kind), task)
     for a, b in zip(jax.tree.leaves(results["device"].state.params),
                     jax.tree.leaves(results["host"].state.params), strict=True):
@@ -159,13 +161,16 @@ def test_augmented_device_run_resumes_bit_identically(tmp_path):
     config = tiny_config()
     whole = train.train_and_evaluate(
         config, str(tmp_path / "whole"),
-        train.classification_task(config, gray_dataset("device", "crop_flip")))
+        classification.make_task(train.resolve_platform(config),
+                                 gray_dataset("device", "crop_flip")))
     first = tiny_config(train_steps=2)
     train.train_and_evaluate(first, str(tmp_path / "split"),
-                             train.classification_task(first, gray_dataset("device", "crop_flip")))
+                             classification.make_task(train.resolve_platform(first),
+                                                      gray_dataset("device", "crop_flip")))
     resumed = train.train_and_evaluate(
         config, str(tmp_path / "split"),
-        train.classification_task(config, gray_dataset("device", "crop_flip")))
+        classification.make_task(train.resolve_platform(config),
+                                 gray_dataset("device", "crop_flip")))
     assert resumed.steps_run == 2
     for a, b in zip(jax.tree.leaves(whole.state.params), jax.tree.leaves(resumed.state.params),
                     strict=True):
@@ -178,7 +183,7 @@ def test_resident_arrays_are_arguments_not_constants():
     ds = device.DeviceImageDataset("big", np.zeros((2000, 32, 32, 1), np.uint8),
                                    np.zeros(2000, int), ds.x_test, ds.y_test, 3)
     config = tiny_config()
-    task = train.classification_task(config, ds)
+    task = classification.make_task(train.resolve_platform(config), ds)
     schedule = train.make_schedule(config, 1, 4)
     tx = train.make_optimizer(config, schedule)
     train_step, _ = train.make_steps(task, tx, schedule, lambda x: x)

@@ -18,7 +18,8 @@ from conftest import ROOT, run_module
 from PIL import Image
 
 from jaxcnn import data as data_lib
-from jaxcnn import losses, models, train
+from jaxcnn import losses, models, tasks, train
+from jaxcnn.tasks import classification
 
 LENET_CONFIG = "experiments/configs/lenet5_mnist.py"
 
@@ -119,7 +120,8 @@ _nan_gradient_if.defvjp(
 
 def _run_poisoned(tmp_path, toy, step, kind):
     config = small_config(image_size=None)
-    task = train.classification_task(config, _Poisoned(toy, step, kind), model=Linear())
+    task = classification.make_task(train.resolve_platform(config),
+                                    _Poisoned(toy, step, kind), model=Linear())
     task = dataclasses.replace(task, loss_fn=lambda out, batch: (
         losses.classification_loss(_nan_gradient_if(out, batch["poison"][0]), batch["label"])))
     with pytest.raises(FloatingPointError) as error:
@@ -161,7 +163,7 @@ def test_npz_labels_are_validated_naming_file_and_key(tmp_path):
         data_lib.get_dataset(stray, num_classes=10)
     config = small_config(dataset=stray, num_classes=10, image_size=None)
     with pytest.raises(ValueError, match=r"stray\.npz: y_train\[10\] = 57"):
-        train.classification_task(config)  # config.num_classes reaches the loader
+        tasks.build(config)  # config.num_classes reaches the loader
     floats = _npz(tmp_path / "floats.npz", [0.0, 1.7], [0.0, 1.0])
     with pytest.raises(ValueError, match=r"floats\.npz: y_train: labels must be integer"):
         data_lib.get_dataset(floats)  # was truncated to [0, 1]
@@ -227,7 +229,7 @@ def test_invalid_config_fails_before_any_file_is_written(tmp_path, toy):
         config = small_config(batch_size=batch_size)
         with pytest.raises(ValueError, match=rf"config.batch_size={batch_size}: expected a "
                                              r"positive integer"):
-            train.train_and_evaluate(config, str(workdir), task=train.classification_task(
+            train.train_and_evaluate(config, str(workdir), task=classification.make_task(
                 small_config(), toy, model=Linear()))
         assert not workdir.exists()
     config = small_config(learning_rate=-1.0, schedule="cosin", optimizer="adamm")
@@ -235,7 +237,7 @@ def test_invalid_config_fails_before_any_file_is_written(tmp_path, toy):
         train.validate_config(config)
     assert all(f"config.{key}=" in str(error.value)
                for key in ("learning_rate", "schedule", "optimizer"))  # all listed at once
-    task = train.classification_task(small_config(), toy, model=Linear())
+    task = classification.make_task(small_config(), toy, model=Linear())
     with pytest.raises(ValueError, match="exceeds the 128 training examples"):
         train.train_and_evaluate(small_config(batch_size=256), str(workdir), task=task)
     assert not workdir.exists()
@@ -259,7 +261,7 @@ def test_evaluate_without_checkpoints_says_so_once_and_creates_nothing(tmp_path)
     workdir = tmp_path / "empty"
     workdir.mkdir()
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*train first"):
-        train.evaluate_checkpoint(small_config(), str(workdir))
+        train.evaluate_checkpoint(small_config(), str(workdir), tasks.build)
     result = run_module("experiments.evaluate", f"--config={LENET_CONFIG}",
                         f"--workdir={workdir}", check=False, timeout=120)
     assert result.returncode == 1
@@ -301,13 +303,15 @@ _NO_TF_RUN = """
 import json, sys
 import jaxcnn.train
 from jaxcnn import train
+from jaxcnn.tasks import classification
 assert "tensorflow" not in sys.modules, "import jaxcnn.train imported tensorflow"
 sys.path.insert(0, "tests")
 from test_errors import Linear
 config = train.default_config()  # LeNet-5 on embedded MNIST: a linear model compiles faster
 config.update(train_steps=3, batch_size=32, log_every_steps=1, checkpoint_every_steps=3,
               progress=False, tensorboard=True, async_checkpoints=False)
-task = train.classification_task(config, model=Linear(10))
+task = classification.make_task(config, classification.dataset_from_config(config),
+                                model=Linear(10))
 result = train.train_and_evaluate(config, sys.argv[1], task=task)
 print(json.dumps({"tf": "tensorflow" in sys.modules, "top1": result.metrics["top1"]}))
 """

@@ -14,8 +14,9 @@ import pytest
 from conftest import ROOT
 from gather_worker import EVAL_BATCH, tiny_dataset
 
-from jaxcnn import inspect, models, ops, train
+from jaxcnn import inspection, models, ops, train
 from jaxcnn.models.layers import AvgPool
+from jaxcnn.tasks import classification
 
 
 class Chain(nn.Module):
@@ -39,13 +40,13 @@ def test_receptive_field_box_is_where_the_input_gradient_lives():
     # 32 px: no layer drops border rows (a truncating pool would leave part of a box unseen).
     model, shape = Chain(), (32, 32, 1)
     variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
-    geometry = inspect.layer_geometry(model, shape)
+    geometry = inspection.layer_geometry(model, shape)
     assert {k: (g.size, g.jump) for k, g in geometry.items()} == {
         "l1": (3, 2), "l2": (5, 4), "l3": (13, 4), "l4": (29, 8)}
     image = jnp.asarray(np.random.default_rng(0).random(shape), jnp.float32)
-    for layer, (h, w, _) in inspect.activation_shapes(model, shape).items():
+    for layer, (h, w, _) in inspection.activation_shapes(model, shape).items():
         for y, x in {(0, 0), (h // 2, w // 2), (h - 1, w - 1), (0, w - 1)}:
-            grad = jax.grad(lambda img, y=y, x=x, layer=layer: inspect.activations(
+            grad = jax.grad(lambda img, y=y, x=x, layer=layer: inspection.activations(
                 model, variables, img[None], [layer])[layer][0, y, x, 0])(image)
             support = np.abs(np.asarray(grad[..., 0])) > 0
             top, bottom, left, right = geometry[layer].box(y, x, shape[0], shape[1])
@@ -56,7 +57,7 @@ def test_receptive_field_box_is_where_the_input_gradient_lives():
 
 def test_receptive_fields_of_the_classic_networks():
     def sizes(name, shape):
-        return {k: g.size for k, g in inspect.layer_geometry(
+        return {k: g.size for k, g in inspection.layer_geometry(
             models.get_model(name, num_classes=10), shape).items()}
 
     assert sizes("lenet5", (32, 32, 1))["act2"] == 14  # 5 + 1 (pool) + 4 x 2
@@ -71,31 +72,31 @@ def test_receptive_fields_of_the_classic_networks():
 
 
 def test_crops_stay_inside_the_image():
-    geometry = inspect.layer_geometry(models.get_model("alexnet", num_classes=10), (224, 224, 3))
+    geometry = inspection.layer_geometry(models.get_model("alexnet", num_classes=10), (224, 224, 3))
     for layer in ("relu1", "relu3", "relu5"):
         g = geometry[layer]
         for y in (0, 3, 13):
             top, bottom, left, right = g.box(y, y, 224, 224)
             assert 0 <= top < bottom <= 224 and 0 <= left < right <= 224
     image = np.zeros((224, 224, 3))
-    assert inspect.crop(image, geometry["relu5"].box(0, 0, 224, 224)).shape == (97, 97, 3)
+    assert inspection.crop(image, geometry["relu5"].box(0, 0, 224, 224)).shape == (97, 97, 3)
 
 
 def _program():
     config = train.default_config()
     config.update({"batch_size": 8, "eval_batch_size": EVAL_BATCH, "train_steps": 1})
-    base = train.classification_task(config, tiny_dataset())
-    task = inspect.inspection_task(base.model, base.dataset, ["act1", "act2"], 3)
+    base = classification.make_task(train.resolve_platform(config), tiny_dataset())
+    task = inspection.inspection_task(base.model, base.dataset, ["act1", "act2"], 3)
     return base, train.build_program(config, task)
 
 
 def test_streamed_top_k_equals_a_sort_of_all_activations():
     base, program = _program()
     state = program.init_state()
-    topk = inspect.top_patches(program, state, ["act1", "act2"], 3)
+    topk = inspection.top_patches(program, state, ["act1", "act2"], 3)
     dataset = base.dataset
     x = (dataset.x_test - dataset.mean) / dataset.std  # the loop normalises inputs
-    acts = inspect.activations(base.model, {"params": state.params}, jnp.asarray(x),
+    acts = inspection.activations(base.model, {"params": state.params}, jnp.asarray(x),
                                ["act1", "act2"])
     for layer, a in acts.items():
         a = np.asarray(a).reshape(len(x), -1, a.shape[-1])
@@ -119,7 +120,7 @@ def test_eight_devices_merge_to_the_single_device_top_k(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     eight = np.load(out)
     _, program = _program()
-    single = inspect.top_patches(program, program.init_state(), ["act1", "act2"], 3)
+    single = inspection.top_patches(program, program.init_state(), ["act1", "act2"], 3)
     for layer in ("act1", "act2"):
         np.testing.assert_array_equal(eight[f"index_{layer}"], single.index[layer])
         np.testing.assert_array_equal(eight[f"position_{layer}"], single.position[layer])
@@ -128,16 +129,16 @@ def test_eight_devices_merge_to_the_single_device_top_k(tmp_path):
 
 def test_unknown_layer_lists_the_valid_ones():
     with pytest.raises(ValueError, match="convolutional layers are: act1, act2"):
-        inspect.check_layers(models.get_model("lenet5", num_classes=10), (32, 32, 1), ["conv9"])
+        inspection.check_layers(models.get_model("lenet5", num_classes=10), (32, 32, 1), ["conv9"])
     with pytest.raises(ValueError, match="act3"):  # a dense layer has no patches
-        inspect.check_layers(models.get_model("lenet5", num_classes=10), (32, 32, 1), ["act3"])
+        inspection.check_layers(models.get_model("lenet5", num_classes=10), (32, 32, 1), ["act3"])
     with pytest.raises(ValueError, match="top_k"):
-        inspect.TopK(["act1"], 0)
+        inspection.TopK(["act1"], 0)
 
 
 def test_class_purity_is_the_share_of_the_most_common_label():
     labels = np.array([[1, 2], [1, 3], [0, 4], [1, 2]])
-    np.testing.assert_allclose(inspect.class_purity(labels), [0.75, 0.5])
+    np.testing.assert_allclose(inspection.class_purity(labels), [0.75, 0.5])
 
 
 def test_inspect_layers_on_a_short_lenet_run(tmp_path):

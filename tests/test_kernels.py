@@ -274,6 +274,7 @@ def _train_step_hlo(conv_impl: str, compiled: bool = True) -> str:
     """The HLO text of LeNet-5's compiled (else lowered) train step, as the trainer builds it."""
     from jaxcnn import train
     from jaxcnn.data import ArrayDataset
+    from jaxcnn.tasks import classification
 
     config = train.default_config()
     config.update({"conv_impl": conv_impl, "optimizer": "momentum", "schedule": "constant"})
@@ -281,7 +282,7 @@ def _train_step_hlo(conv_impl: str, compiled: bool = True) -> str:
     images = rng.random((4, 32, 32, 1), np.float32)
     labels = np.arange(4, dtype=np.int32)
     dataset = ArrayDataset("tiny", images, labels, images, labels, num_classes=10)
-    task = train.classification_task(config, dataset)
+    task = classification.make_task(train.resolve_platform(config), dataset)
     schedule = train.make_schedule(config, 1, 1)
     tx = train.make_optimizer(config, schedule)
     train_step, _ = train.make_steps(task, tx, schedule, lambda x: x)

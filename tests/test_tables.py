@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import re
 
 import pytest
 
@@ -74,6 +75,8 @@ def test_lenet5_table_is_the_lecture_table(tmp_path):
     text = open(paths[0]).read()
     assert "| CONV1 | conv1 | (28, 28, 6) | 4,704 | 456 |" in text
     assert "total parameters: 62,006" in text and "machine:" in text
+    assert re.search(r"wall time: estimated a few seconds \(counts only\), measured 0:0\d "
+                     r"\(\d+\.\d s; load \d+\.\d on \d+ cores at the start", text)
     csv_rows = _csv_rows(paths[1])
     assert [r["layer"] for r in csv_rows][1:] == ["CONV1", "POOL1", "CONV2", "POOL2", "FC3",
                                                  "FC4", "Softmax"]
@@ -187,8 +190,8 @@ def test_resumed_runs_are_reported_with_the_steps_trained(tmp_path):
 
     table = filter_sizes.filter_sizes_table("tiny", str(tmp_path), variants=("5x5", "7x7"),
                                             trainer=resumed)
-    assert table.notes[-2].endswith("s for 2 of the 4 training steps (the rest were resumed "
-                                    "from finished or interrupted runs in runs_dir)")
+    assert table.notes[-2].endswith(" at the end) for 2 of the 4 training steps (the rest "
+                                    "were resumed from finished or interrupted runs in runs_dir)")
     assert [row["top1"] for row in table.rows] == [50.0, 50.0]
 
 
@@ -264,3 +267,16 @@ def test_every_budget_is_a_valid_training_config(name):
             assert config.train_steps and config.checkpoint_every_steps <= 500
         else:
             assert config.dataset == "embedded_mnist" and config.train_steps
+
+
+def test_seeds_flag_parses_and_replaces_the_budgets_seeds(tmp_path):
+    from absl import app
+
+    assert reproduce.parse_seeds(["0", "1", "2"]) == (0, 1, 2)
+    assert reproduce.parse_seeds(None) is None
+    with pytest.raises(app.UsageError, match="--seeds: expected integers like 0,1,2"):
+        reproduce.parse_seeds(["0", "one"])
+    calls = []
+    tables.build_table("filter_sizes", "tiny", str(tmp_path), trainer=_fake_trainer(calls),
+                       seeds=(4, 5, 6), overrides="progress=False")
+    assert [c.seed for c, _ in calls] == [4, 5, 6] * 4

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 from conftest import ROOT, run_module
 
 from jaxcnn import data as data_lib
-from jaxcnn import models, train
+from jaxcnn import models, tasks, train
+from jaxcnn.tasks import classification
 
 LENET_CONFIG = "experiments/configs/lenet5_mnist.py"
 
@@ -62,7 +64,7 @@ def assert_trees_close(a, b, atol):
 
 
 def test_lenet5_learns_embedded_mnist(tmp_path):
-    result = train.train_and_evaluate(small_config(), str(tmp_path))
+    result = train.train_and_evaluate(small_config(), str(tmp_path), tasks.build)
     losses = [row["loss"] for row in read_metrics(tmp_path)]
     assert len(losses) == 8
     # Chance is ln(10) = 2.30; 40 Adam steps of 64 digits bring the loss well below half.
@@ -76,9 +78,9 @@ def test_lenet5_learns_embedded_mnist(tmp_path):
     step, _ = saved_params(tmp_path)
     assert int(step) == 40
     step, metrics = train.evaluate_checkpoint(train.load_run_config(str(tmp_path)),
-                                              str(tmp_path))
+                                              str(tmp_path), tasks.build)
     assert step == 40 and metrics == pytest.approx(result.metrics, abs=1e-6)
-    again = train.train_and_evaluate(small_config(), str(tmp_path))  # resumes: nothing to do
+    again = train.train_and_evaluate(small_config(), str(tmp_path), tasks.build)  # resumes
     assert again.steps_run == 0
     assert_trees_close(again.state.params, result.state.params, atol=0)
 
@@ -87,10 +89,12 @@ def test_mixed_precision_keeps_float32_params_and_loss(tmp_path):
     config = small_config(dtype="bfloat16", train_steps=2, log_every_steps=1)
     dataset = tiny_mnist()
     result = train.train_and_evaluate(config, str(tmp_path / "bf16"),
-                                      task=train.classification_task(config, dataset))
+                                      task=classification.make_task(train.resolve_platform(config),
+                                                                    dataset))
     config32 = small_config(train_steps=2, log_every_steps=1)
     train.train_and_evaluate(config32, str(tmp_path / "f32"),
-                             task=train.classification_task(config32, dataset))
+                             task=classification.make_task(train.resolve_platform(config32),
+                                                           dataset))
     assert {leaf.dtype for leaf in jax.tree.leaves(result.state.params)} == {jnp.dtype("float32")}
     bf16_loss = read_metrics(tmp_path / "bf16")[0]["loss"]
     f32_loss = read_metrics(tmp_path / "f32")[0]["loss"]
@@ -198,7 +202,7 @@ class _PoisonedDataset:
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path):
     config = small_config(train_steps=20, checkpoint_every_steps=5, log_every_steps=10)
-    task = train.classification_task(config, _PoisonedDataset(tiny_mnist()))
+    task = classification.make_task(train.resolve_platform(config), _PoisonedDataset(tiny_mnist()))
     with pytest.raises(FloatingPointError, match=r"at step 8; last good checkpoint: step 5"):
         train.train_and_evaluate(config, str(tmp_path), task=task)
 
@@ -226,7 +230,7 @@ def test_unknown_config_key_is_named():
     config = small_config()
     config.batchsize = 32
     with pytest.raises(KeyError, match="batchsize"):
-        train.train_and_evaluate(config, "/nonexistent/never/written")
+        train.train_and_evaluate(config, "/nonexistent/never/written", tasks.build)
     assert train.override(train.default_config(), "image_size=(28,28),learning_rate=1")[
         "image_size"] == (28, 28)
     widened = train.override(train.default_config(), "model_kwargs.width=0.25")
@@ -267,16 +271,37 @@ def test_durations_and_schedule():
         [0.1, 0.01, 0.01, 0.001])
 
 
-def test_launch_cluster_dry_runs():
+def test_launch_cluster_dry_runs(tmp_path):
     def dry(*args):
         return subprocess.run(["./launch.sh", *args], cwd=ROOT, capture_output=True, text=True,
                               check=True, env={**os.environ, "NODES": "2",
                                                "TASKS_PER_NODE": "4"}).stdout.strip()
 
     python = os.path.join(ROOT, ".venv", "bin", "python")
-    assert dry("slurm", "--dry-run", "train", "--config=c.py:a=1", "--workdir=/w") == (
-        f"srun --nodes=2 --ntasks-per-node=4 --gpus-per-task=1 env JAXCNN_DISTRIBUTED=1 "
-        f"{python} -m experiments.train --config=c.py:a=1 --workdir=/w")
+    *options, wrap = shlex.split(dry("slurm", "--dry-run", "train", "--config=c.py:a=1",
+                                     "--workdir=/w"))
+    # SIGTERM 120 s before the kill, requeued after preemption or the time limit.
+    assert options == ["sbatch", "--requeue", "--signal=TERM@120", "--open-mode=append",
+                       "--nodes=2", "--ntasks-per-node=4", "--gpus-per-task=1"]
+    assert wrap == (f"--wrap=srun env JAXCNN_DISTRIBUTED=1 {python} -m experiments.train "
+                    "--config=c.py:a=1 --workdir=/w; rc=$?; [ $rc -eq 143 ] && scontrol "
+                    'requeue "$SLURM_JOB_ID"; exit $rc')
+    # The job script requeues itself when the run exits 143 (preempted, saved) and only then:
+    # run with stand-ins for srun (exiting with the code given) and scontrol (recording).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nexit "$SRUN_RC"\n')
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$RECORD"\n')
+    for name in ("srun", "scontrol"):
+        (bin_dir / name).chmod(0o755)
+    record = tmp_path / "scontrol.txt"
+    for srun_rc, requeued in ((143, "requeue 77\n"), (0, ""), (1, "")):
+        job = subprocess.run(["sh", "-c", wrap.removeprefix("--wrap=")], env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin", "SRUN_RC": str(srun_rc), "SLURM_JOB_ID": "77",
+            "RECORD": str(record)})
+        assert job.returncode == srun_rc
+        assert (record.read_text() if record.exists() else "") == requeued
+        record.unlink(missing_ok=True)
     assert dry("tpu", "--dry-run", "v4-32", "us-central2-b", "train", "--workdir=gs://b/r") == (
         "gcloud compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --worker=all "
         "--command=cd\\ ~/jaxcnn\\ \\&\\&\\ JAXCNN_DISTRIBUTED=1\\ ./launch.sh\\ run\\ train"

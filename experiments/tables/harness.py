@@ -24,6 +24,8 @@ import numpy as np
 
 from experiments.tables.render import machine_description
 from jaxcnn import counting, data, train
+from jaxcnn.tasks import classification
+from jaxcnn.train.metrics import images_per_second
 
 BUDGETS = ("tiny", "small", "medium", "full")
 # Budgets only tests use: the medium budget's structure (seeds, schedule, data) at test size.
@@ -201,7 +203,7 @@ Trainer = Callable[[ml_collections.ConfigDict, Any, str, Any], RunResult]
 def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
                   model: Any = None) -> RunResult:
     """Train config.model (or `model`, a flax module) on `dataset` with train_and_evaluate."""
-    task = train.classification_task(config, dataset, model=model)
+    task = classification.make_task(train.resolve_platform(config), dataset, model=model)
     result = train.train_and_evaluate(config, workdir, task)
     return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run,
                      train_curve(workdir, "loss"))
@@ -235,10 +237,11 @@ def forward_macs(module: Any, image_shape: Sequence[int]) -> int:
 
 
 def spread(values: Sequence[float | None]) -> float | None:
-    """max - min of `values` (0 for one value; None if any is None)."""
-    if not values or any(v is None for v in values):
+    """Sample standard deviation (ddof 1) of `values`: the seed spread (None for fewer than
+    two values or if any is None)."""
+    if len(values) < 2 or any(v is None for v in values):
         return None
-    return float(max(values) - min(values))
+    return float(np.std(np.asarray(values, dtype=float), ddof=1))
 
 
 def mean(values: Sequence[float | None]) -> float | None:
@@ -255,10 +258,123 @@ def largest_change(changes: Sequence[float | None]) -> float | None:
     return -100.0 * max(changes, key=abs)
 
 
-def verdict(reproduced: bool | None) -> str:
-    """'reproduced', 'not reproduced', or 'undecided' when a number is missing."""
-    return "undecided" if reproduced is None else (
-        "reproduced" if reproduced else "not reproduced")
+# ---------------------------------------------------------------------------------------------
+# Verdicts: which budgets can test a claim, and the one rule every trained table applies
+
+# Which budgets can test each trained table's claim (the one place that says so). The others
+# print TOO_SMALL instead of a verdict, with the reason in NO_VERDICT_WHY.
+VERDICT_BUDGETS: dict[str, tuple[str, ...]] = {
+    "filter_sizes": ("medium", "full"),
+    "alexnet_ablation": ("medium", "full"),
+    "residual_vs_plain": ("medium", "full"),
+}
+NO_VERDICT_WHY: dict[str, str] = {
+    "tiny": "a smoke test (1-2 steps on 16-64 images) that only shows the table runs",
+    "small": "one seed and a few hundred steps on the embedded digits: it shows the machinery "
+             "and the counts, not the papers' claims, which are about CIFAR-10 or ImageNet "
+             "after training to near convergence",
+    "medium_tiny": "the medium settings at test size (4 steps)",
+}
+TOO_SMALL = "budget too small for a verdict"
+# A verdict needs the mean and the spread over at least this many seeds.
+MIN_SEEDS = 3
+# Runs shorter than this are never called converged or not: their loss curve is a few points.
+MIN_CONVERGENCE_STEPS = 100
+
+
+def can_test(table: str, budget: str) -> bool:
+    """Whether `table` at `budget` can test its claim (VERDICT_BUDGETS)."""
+    return budget in VERDICT_BUDGETS.get(table, ())
+
+
+def too_small_note(table: str, budget: str) -> str:
+    """The verdict line of a table at a budget that cannot test its claim, with why."""
+    why = NO_VERDICT_WHY.get(budget, f"the {budget} budget is not one that tests this claim")
+    budgets = " and ".join(f"--budget={b}" for b in VERDICT_BUDGETS.get(table, ()))
+    return f"verdict: {TOO_SMALL} ({budget}: {why}; {budgets or 'no budget'} can test it)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Mean of `a` minus mean of `b` over seeds, judged against `factor` x the larger seed std.
+
+    The difference is shown only when |mean difference| > factor x max(std a, std b) (sample
+    stds over the seeds) and both sides have at least MIN_SEEDS seeds; otherwise it is
+    'not shown', whatever its sign.
+    """
+
+    a: str
+    b: str
+    a_values: tuple[float, ...]
+    b_values: tuple[float, ...]
+    factor: float = 1.0
+    unit: str = " %"
+
+    @property
+    def difference(self) -> float:
+        """mean(a) - mean(b)."""
+        return float(np.mean(self.a_values) - np.mean(self.b_values))
+
+    @property
+    def spread(self) -> float | None:
+        """The larger of the two seed stds (None with fewer than two seeds on a side)."""
+        stds = [spread(list(v)) for v in (self.a_values, self.b_values)]
+        return None if None in stds else max(stds)
+
+    @property
+    def seeds(self) -> int:
+        """The smaller number of seeds of the two sides."""
+        return min(len(self.a_values), len(self.b_values))
+
+    def outcome(self, expected: str) -> str:
+        """'shown', 'contradicted' or 'not shown' for the expected sign 'higher'/'lower' of a."""
+        if expected not in ("higher", "lower"):
+            raise ValueError(f"expected must be 'higher' or 'lower'; received {expected!r}")
+        margin = self.spread
+        if self.seeds < MIN_SEEDS or margin is None or abs(self.difference) <= (
+                self.factor * margin):
+            return "not shown"
+        higher = self.difference > 0
+        return "shown" if higher == (expected == "higher") else "contradicted"
+
+    def text(self, expected: str) -> str:
+        """'a m ± s vs b m ± s: +d pts (margin f x std = x): outcome' in one line."""
+
+        def side(name: str, values: tuple[float, ...]) -> str:
+            std = spread(list(values))
+            return (f"{name} {np.mean(values):.1f}{self.unit}" +
+                    ("" if std is None else f" ± {std:.1f}"))
+
+        margin = self.spread
+        if self.seeds < MIN_SEEDS:
+            why = (f"{self.seeds} seed{'s' if self.seeds != 1 else ''}; a verdict needs "
+                   f"≥ {MIN_SEEDS}")
+        else:
+            why = (f"{'>' if abs(self.difference) > self.factor * margin else '≤'} "
+                   f"{self.factor:g} x the larger seed std {margin:.1f} = "
+                   f"{self.factor * margin:.1f}")
+        return (f"{side(self.a, self.a_values)} vs {side(self.b, self.b_values)}: "
+                f"{self.difference:+.1f} pts ({why}; expected {expected}): "
+                f"{self.outcome(expected)}")
+
+
+def combine(outcomes: Sequence[str]) -> str:
+    """A table's verdict from its claims' outcomes: 'reproduced' when every one is shown,
+    'not reproduced' when one is contradicted, else 'not shown' ('undecided' if none)."""
+    if not outcomes:
+        return "undecided"
+    if "contradicted" in outcomes:
+        return "not reproduced"
+    return "reproduced" if all(o == "shown" for o in outcomes) else "not shown"
+
+
+def load_average() -> str:
+    """The 1-minute load average and the cores, e.g. 'load 1.9 on 2 cores'."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return "load unknown"
+    return f"load {load:.1f} on {os.cpu_count()} cores"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +403,9 @@ class Runs:
     timed_work: float = 0.0
     timed_seconds: float = 0.0
     late_changes: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    budget: str = ""
+    seeds_override: tuple[int, ...] | None = None  # --seeds: instead of the budget's
+    load_at_start: str = dataclasses.field(default_factory=lambda: load_average())
 
     @property
     def steps(self) -> int:
@@ -295,8 +414,24 @@ class Runs:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        """The seeds every variant trains with (the budget's `seeds`, else config.seed)."""
+        """The seeds every variant trains with (--seeds, else the budget's `seeds`, else
+        config.seed)."""
+        if self.seeds_override:
+            return tuple(self.seeds_override)
         return tuple(self.spec.settings.get("seeds", (self.config.seed,)))
+
+    @property
+    def testable(self) -> bool:
+        """Whether this table at this budget can test its claim (VERDICT_BUDGETS)."""
+        return can_test(self.table, self.budget)
+
+    def verdict_note(self, outcomes: Sequence[str], expected: str, rule: str,
+                     measured: str) -> str:
+        """The table's first note: its verdict by `rule` (or TOO_SMALL at a budget that
+        cannot test it), what was expected and what was measured, spreads included."""
+        head = (too_small_note(self.table, self.budget) if not self.testable
+                else f"verdict: {combine(outcomes)}")
+        return f"{head} — expected {expected}; rule: {rule}; measured: {measured}"
 
     def run_name(self, variant: str, seed: int) -> str:
         """The run directory of `variant` at `seed` (just the variant when there is one seed)."""
@@ -343,13 +478,16 @@ class Runs:
         self.late_changes[name] = change
         if run.progress:
             print(f"[{self.table}] {name} done ({result.steps_run} steps in {seconds:.0f} s): "
-                  f"{converged_text(change)}", flush=True)
+                  f"{converged_text(change, self.steps)}", flush=True)
         self.results.append(result)
         return result
 
     def convergence_note(self) -> str:
         """The late-loss-change rule and how many runs met it."""
         changes = self.late_changes
+        if self.steps < MIN_CONVERGENCE_STEPS:
+            return (f"convergence: not judged ({self.steps}-step runs; the rule needs at least "
+                    f"{MIN_CONVERGENCE_STEPS} steps)")
         met = [n for n, c in changes.items() if c is not None and abs(c) < CONVERGED_CHANGE]
         missed = [f"{n} ({100 * c:+.1f} %)" for n, c in changes.items()
                   if c is not None and abs(c) >= CONVERGED_CHANGE]
@@ -372,8 +510,12 @@ class Runs:
         what, how = describe_run(self.config, self.dataset, self.seeds)
         if "note" in self.spec.settings:  # why the budget is sized as it is
             how += f"; {self.spec.settings['note']}"
-        note = (f"machine: {machine_description()}; wall time "
-                f"{time.perf_counter() - self.started:.0f} s")
+        estimate = self.spec.settings.get("estimate")
+        note = (f"machine: {machine_description()}; wall time: estimated "
+                f"{estimate or 'not estimated for this budget'}, measured "
+                f"{duration(time.perf_counter() - self.started)} "
+                f"({time.perf_counter() - self.started:.0f} s; {self.load_at_start} at the "
+                f"start, {load_average()} at the end)")
         steps = _steps(self.config, self.dataset)
         ran = [r.steps_run for r in self.results if r.steps_run is not None]
         if len(ran) == len(self.results) and sum(ran) < steps * len(self.results):
@@ -382,9 +524,12 @@ class Runs:
         return what, how, note
 
 
-def converged_text(change: float | None) -> str:
-    """How the training loss moved over the last 10 % of the steps, and the verdict."""
+def converged_text(change: float | None, steps: int | None = None) -> str:
+    """How the training loss moved over the last 10 % of the steps, and the verdict (none for
+    runs of fewer than MIN_CONVERGENCE_STEPS `steps`)."""
     pct = round(100 * CONVERGED_FRACTION)
+    if steps is not None and steps < MIN_CONVERGENCE_STEPS:
+        return f"a {steps}-step run: convergence not judged"
     if change is None:
         return f"loss change over the last {pct} % of steps: too few logged steps to tell"
     ok = abs(change) < CONVERGED_CHANGE
@@ -395,13 +540,18 @@ def converged_text(change: float | None) -> str:
 
 def start_runs(budgets: Mapping[str, Budget], budget: str, runs_dir: str, *,
                overrides: str | None = None, data_dir: str | None = None,
-               trainer: Trainer = train_variant, table: str = "table") -> Runs:
-    """The Runs of a table at `budget` (one of `budgets`): its config and data, no run yet."""
+               trainer: Trainer = train_variant, table: str = "table",
+               seeds: Sequence[int] | None = None) -> Runs:
+    """The Runs of a table at `budget` (one of `budgets`): its config and data, no run yet;
+    `seeds` replaces the budget's seeds."""
     check_budget(budget)
+    load = load_average()
     spec = budgets[budget]
     config = training_config(spec, overrides, data_dir)
     dataset = budget_dataset(config, spec)
-    return Runs(spec, config, dataset, runs_dir, trainer, time.perf_counter(), table=table)
+    return Runs(spec, config, dataset, runs_dir, trainer, time.perf_counter(), table=table,
+                budget=budget, seeds_override=tuple(seeds) if seeds else None,
+                load_at_start=load)
 
 
 def percent(fraction: float | None) -> float | None:
@@ -448,18 +598,14 @@ def measure_throughput(model: str, input_shape: Sequence[int], num_classes: int,
     dataset = data.ArrayDataset("random", x, y, x, y, num_classes)
     config = train.default_config()
     config.model, config.optimizer, config.normalize = model, "momentum", False
-    task = train.classification_task(config, dataset)
+    task = classification.make_task(train.resolve_platform(config), dataset)
     state, jit_train, jit_eval = _loop_program(config, task, steps + 1)
     batch_arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
     eval_arrays = {**batch_arrays, "mask": jnp.ones((batch,), jnp.float32)}
 
     def rate(step: Callable[[], Any]) -> float:
         jax.block_until_ready(step())  # compile
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = step()
-        jax.block_until_ready(out)
-        return steps * batch / (time.perf_counter() - start)
+        return images_per_second(step, steps, batch)
 
     holder = {"state": state}
 
@@ -526,17 +672,17 @@ def timed_train_step(config: ml_collections.ConfigDict, image_shape: Sequence[in
     x = rng.random((batch, *image_shape), dtype=np.float32)
     y = (np.arange(batch) % num_classes).astype(np.int32)
     dataset = data.ArrayDataset("random", x, y, x[:1], y[:1], num_classes)
-    task = train.classification_task(config, dataset, model=model)
+    task = classification.make_task(train.resolve_platform(config), dataset, model=model)
     state, jit_train, _ = _loop_program(config, task, 1_000_000)
     arrays = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
     holder = {"state": jit_train(state, arrays)[0]}  # compile
 
+    def train_once():
+        holder["state"], metrics = jit_train(holder["state"], arrays)
+        return metrics
+
     def rate(steps: int) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            holder["state"], metrics = jit_train(holder["state"], arrays)
-        jax.block_until_ready(metrics)
-        return steps * batch / (time.perf_counter() - start)
+        return images_per_second(train_once, steps, batch)
 
     return rate
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
 from jaxcnn.data.base import Dataset, prefetch
 from jaxcnn.data.detection import (
+    DETECTION_SPECS,
     AnnotationError,
     DetectionDataset,
     get_detection_dataset,
+    is_detection_spec,
+    load_coco,
     load_detection_folder,
+    load_yolo_yaml,
     localization_targets,
     synthetic_scenes,
 )
@@ -23,10 +27,11 @@ from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
-    "AnnotationError", "ArrayDataset", "Dataset", "DetectionDataset", "DeviceImageDataset",
-    "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "embedded_mnist", "get_dataset",
-    "get_detection_dataset", "load_detection_folder", "load_device_dataset", "load_image_folder",
-    "load_npz", "localization_targets", "pad_to", "prefetch", "read_image_folder",
+    "DETECTION_SPECS", "AnnotationError", "ArrayDataset", "Dataset", "DetectionDataset",
+    "DeviceImageDataset", "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "embedded_mnist",
+    "get_dataset", "get_detection_dataset", "is_detection_spec", "load_coco",
+    "load_detection_folder", "load_device_dataset", "load_image_folder", "load_npz",
+    "load_yolo_yaml", "localization_targets", "pad_to", "prefetch", "read_image_folder",
     "synthetic_scenes", "to_float_images",
 ]
 
@@ -37,7 +42,8 @@ def get_dataset(
 ):
     """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH', 'device:PATH'
     (a folder or tarball with train/ and test/ class folders, kept on the accelerator and
-    augmented there) or a TFDS name.
+    augmented there), a detection spec (DETECTION_SPECS: voc_folder:, yolo_folder:,
+    yolo_yaml:, coco:, synthetic_scenes; -> get_detection_dataset) or a TFDS name.
 
     `num_classes`, when given, is checked against the data (and fixes an npz's class count).
     TensorFlow is imported only for TFDS names.
@@ -58,6 +64,9 @@ def get_dataset(
             raise ValueError(f"{name} has {dataset.num_classes} classes, but "
                              f"num_classes={num_classes}")
         return dataset
+    if is_detection_spec(name) and not (name == "voc" or name.startswith("voc/")):  # TFDS
+        return get_detection_dataset(name, image_size=size, data_dir=data_dir,
+                                     augment=augment or "none", download=download)
     if name.startswith("folder:"):
         return load_image_folder(name[7:], size, augment or "none", num_classes=num_classes)
     return TFDSDataset(name, data_dir=data_dir, image_size=size, augment=augment,

@@ -1,4 +1,5 @@
-"""Detection datasets: synthetic scenes, Pascal VOC XML and YOLO text folders, TFDS `voc`.
+"""Detection datasets: synthetic scenes, annotated files (VOC XML and YOLO txt folders, a
+YOLO data.yaml, COCO JSON; read by jaxcnn.data.detection_formats), TFDS `voc`.
 
 Every image comes with padded boxes (M, 4) as (cx, cy, h, w) relative to the image and
 classes (M,) int32 with -1 for padding. Batches follow jaxcnn.data.arrays: "image", the
@@ -11,25 +12,30 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from jaxcnn.data import base
+from jaxcnn.data import detection_formats as formats
+from jaxcnn.data.detection_formats import (  # noqa: F401  (re-exported)
+    IMAGE_SUFFIXES,
+    ON_ERROR,
+    AnnotatedSplit,
+    AnnotationError,
+    Counts,
+    crowd_class,
+    read_coco,
+    read_voc_folder,
+    read_yolo_folder,
+    read_yolo_yaml,
+)
 
 Batch = base.Batch
 
 LECTURE_CLASSES = ("pedestrian", "car", "motorcycle")  # class ids 0, 1, 2; pc = 0 is background
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
-ON_ERROR = ("skip", "raise")
 DETECTION_AUGMENTATIONS = ("none", "flip")
 TargetsFn = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
-
-
-class AnnotationError(ValueError):
-    """A bad box, an unknown class or an unreadable image, naming the file."""
 
 
 # --- the dataset ------------------------------------------------------------------------
@@ -42,7 +48,7 @@ class DetectionDataset(base.InMemorySplits):
     name: str
     x_train: np.ndarray  # float32 NHWC in [0, 1]
     boxes_train: np.ndarray  # float32 (N, M, 4) (cx, cy, h, w) relative
-    classes_train: np.ndarray  # int32 (N, M), -1 = padding
+    classes_train: np.ndarray  # int32 (N, M), -1 = padding, -2 - k = crowd region of class k
     x_test: np.ndarray
     boxes_test: np.ndarray
     classes_test: np.ndarray
@@ -50,6 +56,7 @@ class DetectionDataset(base.InMemorySplits):
     targets_fn: TargetsFn | None = None
     augment: str = "none"
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) left out by the reader
+    counts: dict[str, Counts] = dataclasses.field(default_factory=dict)  # per split read
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -250,17 +257,36 @@ def _sample_box(rng, cls, size, min_px, max_px, centre_range=None):
     return np.array([rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi), h, w])
 
 
-def _draw(image: np.ndarray, box_px: np.ndarray, cls: int, colour: np.ndarray) -> None:
+def _shape_pixels(box_px: np.ndarray, cls: int, size: int) -> tuple[tuple[slice, slice],
+                                                                      np.ndarray]:
+    """(the box's region of a size x size image, mask of class `cls`'s shape in it)."""
     cx, cy, h, w = box_px
-    size = image.shape[0]
     x0, x1 = int(np.floor(cx - w / 2)), int(np.ceil(cx + w / 2))
     y0, y1 = int(np.floor(cy - h / 2)), int(np.ceil(cy + h / 2))
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
     yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
     u, v = (xx - (cx - w / 2)) / w, (yy - (cy - h / 2)) / h
     mask = _SHAPES[cls](u, v, h / w) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
-    region = image[y0:y1, x0:x1]
-    region[mask] = colour
+    return (slice(y0, y1), slice(x0, x1)), mask
+
+
+def _draw(image: np.ndarray, box_px: np.ndarray, cls: int, colour: np.ndarray) -> None:
+    region, mask = _shape_pixels(box_px, cls, image.shape[0])
+    image[region][mask] = colour
+
+
+def scene_labels(boxes: np.ndarray, classes: np.ndarray, size: int) -> np.ndarray:
+    """Per-pixel labels (B, size, size) int32 of generated scenes from their (B, M, 4)
+    relative boxes and (B, M) classes (-1 padding): 0 background, class + 1 where the
+    object's shape was drawn, larger objects first as `synthetic_scene` draws them."""
+    labels = np.zeros((len(boxes), size, size), np.int32)
+    for out, scene_boxes, scene_classes in zip(labels, boxes, classes):
+        valid = scene_classes >= 0
+        boxes_px = scene_boxes[valid].astype(np.float64) * size
+        for i in np.argsort(-(boxes_px[:, 2] * boxes_px[:, 3]), kind="stable"):
+            region, mask = _shape_pixels(boxes_px[i], int(scene_classes[valid][i]), size)
+            out[region][mask] = scene_classes[valid][i] + 1
+    return labels
 
 
 def synthetic_scene(
@@ -338,186 +364,31 @@ def synthetic_scenes(
                             targets_fn, augment)
 
 
-# --- folder readers ---------------------------------------------------------------------
+# --- annotated files (readers in jaxcnn.data.detection_formats) ------------------------
+
+Report = Callable[[str], None]
 
 
-def _report(problems: list[tuple[str, str]], file: str, reason: str, on_error: str) -> None:
-    if on_error == "raise":
-        raise AnnotationError(f"{file}: {reason}")
-    problems.append((file, reason))
-    warnings.warn(f"skipping {file}: {reason}", stacklevel=3)
+def _from_splits(name: str, train: AnnotatedSplit, test: AnnotatedSplit,
+                 targets_fn: TargetsFn | None, augment: str) -> DetectionDataset:
+    """One DetectionDataset from two read splits, padded to one object count."""
+    if train.names != test.names:
+        raise AnnotationError(f"{name}: train and test name different classes: "
+                              f"{train.names} vs {test.names}")
+    boxes, classes = pad_objects(train.boxes + test.boxes, train.classes + test.classes)
+    n = len(train.files)
+    counts = ({"all": train.counts} if train.counts is test.counts
+              else {"train": train.counts, "test": test.counts})
+    problems = tuple(train.problems) + tuple(p for p in test.problems if p not in train.problems)
+    return DetectionDataset(name, train.images, boxes[:n], classes[:n], test.images, boxes[n:],
+                            classes[n:], train.names, targets_fn, augment, problems, counts)
 
 
-def _load_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB float32 (H, W, 3) resized to image_size, and the original (height, width)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        original = (image.height, image.width)
-        image.draft("RGB", (image_size[1], image_size[0]))  # JPEG: decode at a smaller scale
-        image = image.convert("RGB").resize((image_size[1], image_size[0]), Image.BILINEAR)
-        return np.asarray(image, np.float32) / 255.0, original
-
-
-def _check_box(corners: np.ndarray, height: int, width: int) -> str | None:
-    x1, y1, x2, y2 = corners
-    if not np.all(np.isfinite(corners)):
-        return f"box {corners.tolist()} is not finite"
-    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-        return f"box {corners.tolist()} (x1, y1, x2, y2) lies outside the {width}x{height} image"
-    if x2 <= x1 or y2 <= y1:
-        return f"box {corners.tolist()} (x1, y1, x2, y2) has no area"
-    return None
-
-
-def _find_image(folder: str, stem: str) -> str | None:
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (stem + suffix, stem + suffix.upper()):
-            if os.path.isfile(os.path.join(folder, candidate)):
-                return candidate
-    return None
-
-
-def _parse_voc_xml(path: str) -> tuple[str | None, tuple[int, int] | None, list]:
-    """(filename, (height, width) or None, [(name, xmin, ymin, xmax, ymax, difficult)])."""
-    root = ET.parse(path).getroot()
-    filename = root.findtext("filename")
-    size = root.find("size")
-    shape = None
-    if size is not None and size.findtext("height") and size.findtext("width"):
-        shape = (int(float(size.findtext("height"))), int(float(size.findtext("width"))))
-    objects = []
-    for obj in root.findall("object"):
-        box = obj.find("bndbox")
-        coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-        objects.append((obj.findtext("name", "").strip(), *coords,
-                        obj.findtext("difficult", "0").strip() == "1"))
-    return filename, shape, objects
-
-
-def _annotated_folder(root: str, layout: str, labels: str, on_error: str) -> tuple[str, str]:
-    """(root/images, root/LABELS) of a VOC or YOLO folder, after checking on_error and both."""
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, labels)
-    for folder in (image_dir, label_dir):
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"{layout} folder {root!r} needs images/ and {labels}/; "
-                                    f"{folder!r} does not exist")
-    return image_dir, label_dir
-
-
-def _annotated_set(
-    root: str, kept: list[tuple[str, np.ndarray, list, list]], names: tuple[str, ...],
-    problems: list[tuple[str, str]],
-) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
-    """The readers' result from the kept (file, image, boxes, classes): (files, stacked images,
-    (n, 4) float32 boxes, (n,) int32 classes, names, problems); none kept is an error."""
-    if not kept:
-        raise ValueError(f"no usable annotated image in {root!r}; problems: {problems[:3]}")
-    return ([file for file, *_ in kept], np.stack([image for _, image, *_ in kept]),
-            [np.array(boxes, np.float32).reshape(-1, 4) for *_, boxes, _ in kept],
-            [np.array(classes, np.int32) for *_, classes in kept], names, problems)
-
-
-def read_voc_folder(
-    root: str, *, image_size: tuple[int, int] = (96, 96), class_names: Sequence[str] | None = None,
-    on_error: str = "skip",
-) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
-    """root/images + root/annotations/*.xml -> (files, images, boxes, classes, names, problems).
-
-    VOC pixel boxes become relative (cx, cy, h, w) of the resized image. class_names=None
-    takes every name found (sorted); otherwise another name is an error for that file.
-    """
-    image_dir, ann_dir = _annotated_folder(root, "VOC", "annotations", on_error)
-    xml_files = sorted(f for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
-    parsed, problems = [], []
-    for xml in xml_files:
-        try:
-            parsed.append((xml, *_parse_voc_xml(os.path.join(ann_dir, xml))))
-        except (ET.ParseError, TypeError, ValueError, AttributeError) as error:
-            _report(problems, xml, f"unreadable annotation ({error})", on_error)
-    names = tuple(class_names) if class_names is not None else tuple(
-        sorted({obj[0] for *_, objects in parsed for obj in objects}))
-    kept = []
-    for xml, filename, shape, objects in parsed:
-        stem = os.path.splitext(xml)[0]
-        image_file = (filename if filename and os.path.isfile(os.path.join(image_dir, filename))
-                      else _find_image(image_dir, stem))
-        if image_file is None:
-            _report(problems, xml, f"no image for it in {image_dir}", on_error)
-            continue
-        try:
-            image, (height, width) = _load_image(os.path.join(image_dir, image_file), image_size)
-        except (OSError, ValueError) as error:
-            _report(problems, image_file, f"unreadable image ({error})", on_error)
-            continue
-        if shape is not None and shape != (height, width):
-            _report(problems, xml, f"size {shape[1]}x{shape[0]} disagrees with the image "
-                    f"{image_file} ({width}x{height})", on_error)
-            continue
-        boxes, classes, bad = [], [], None
-        for name, x1, y1, x2, y2, _ in objects:
-            if name not in names:
-                bad = f"unknown class {name!r}; known: {', '.join(names)}"
-                break
-            bad = _check_box(np.array([x1, y1, x2, y2]), height, width)
-            if bad:
-                break
-            boxes.append([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (y2 - y1) / height,
-                          (x2 - x1) / width])
-            classes.append(names.index(name))
-        if bad:
-            _report(problems, xml, bad, on_error)
-            continue
-        kept.append((image_file, image, boxes, classes))
-    return _annotated_set(root, kept, names, problems)
-
-
-def read_yolo_folder(
-    root: str, class_names: Sequence[str], *, image_size: tuple[int, int] = (96, 96),
-    on_error: str = "skip",
-) -> tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray], tuple[str, ...], list]:
-    """root/images + root/labels/*.txt (`class cx cy w h` normalised) -> like read_voc_folder."""
-    image_dir, label_dir = _annotated_folder(root, "YOLO", "labels", on_error)
-    names = tuple(class_names)
-    kept, problems = [], []
-    for image_file in sorted(f for f in os.listdir(image_dir)
-                             if f.lower().endswith(IMAGE_SUFFIXES)):
-        label_file = os.path.splitext(image_file)[0] + ".txt"
-        label_path = os.path.join(label_dir, label_file)
-        boxes, classes, bad = [], [], None
-        lines = open(label_path).read().split("\n") if os.path.isfile(label_path) else []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            try:
-                cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:5])
-                if len(fields) != 5:
-                    raise ValueError
-            except (ValueError, IndexError):
-                bad = f"line {number}: expected 'class cx cy w h', got {line!r}"
-                break
-            if not 0 <= cls < len(names):
-                bad = f"line {number}: unknown class {cls}; known 0..{len(names) - 1}"
-                break
-            bad = _check_box(np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), 1, 1)
-            if bad:
-                bad = f"line {number}: relative {bad}"
-                break
-            boxes.append([cx, cy, h, w])
-            classes.append(cls)
-        if bad:
-            _report(problems, label_file, bad, on_error)
-            continue
-        try:
-            image, _ = _load_image(os.path.join(image_dir, image_file), image_size)
-        except (OSError, ValueError) as error:
-            _report(problems, image_file, f"unreadable image ({error})", on_error)
-            continue
-        kept.append((image_file, image, boxes, classes))
-    return _annotated_set(root, kept, names, problems)
+def _subset(split: AnnotatedSplit, rows: np.ndarray) -> AnnotatedSplit:
+    rows = np.flatnonzero(rows)
+    return AnnotatedSplit([split.files[i] for i in rows], split.images[rows],
+                          [split.boxes[i] for i in rows], [split.classes[i] for i in rows],
+                          split.names, split.counts)
 
 
 def _split_from_csv(root: str, files: list[str], test_fraction: float) -> np.ndarray:
@@ -526,36 +397,105 @@ def _split_from_csv(root: str, files: list[str], test_fraction: float) -> np.nda
     if os.path.isfile(listed):
         with open(listed) as handle:
             test_files = {row["filename"] for row in csv.DictReader(handle)}
-        return np.array([f in test_files for f in files])
+        return np.array([os.path.basename(f) in test_files for f in files])
     return np.random.default_rng(0).random(len(files)) < test_fraction
+
+
+def _split_folders(root: str) -> tuple[str, str] | None:
+    """(train, eval) subfolder names of root/images when it holds split folders."""
+    folder = os.path.join(root, "images")
+    subdirs = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))}
+    train = next((d for d in sorted(subdirs) if d.startswith("train")), None)
+    held = next((d for prefix in ("val", "test") for d in sorted(subdirs)
+                 if d.startswith(prefix)), None)  # validation first: tests are reported once
+    return (train, held) if train and held else None
 
 
 def load_detection_folder(
     root: str, *, layout: str = "voc", image_size: tuple[int, int] = (96, 96),
     class_names: Sequence[str] | None = None, on_error: str = "skip",
     test_fraction: float = 0.2, targets_fn: TargetsFn | None = None, augment: str = "none",
+    report: Report | None = print,
 ) -> DetectionDataset:
     """A VOC ("voc": images/ + annotations/) or YOLO ("yolo": images/ + labels/) folder.
 
-    The split follows root/test_labels.csv when it exists (as in ../shared/data/raccoon),
-    else a seeded test_fraction.
+    A YOLO folder whose images/ holds train* and val* (or test*) folders reads those as
+    the splits; otherwise the split follows root/test_labels.csv when it exists (as in
+    ../shared/data/raccoon), else a seeded test_fraction. `report` gets the summary lines.
     """
-    if layout == "voc":
-        files, images, boxes, classes, names, problems = read_voc_folder(
-            root, image_size=image_size, class_names=class_names, on_error=on_error)
-    elif layout == "yolo":
-        if class_names is None:
-            raise ValueError("class_names is required for a YOLO folder (labels are ids)")
-        files, images, boxes, classes, names, problems = read_yolo_folder(
-            root, class_names, image_size=image_size, on_error=on_error)
-    else:
+    if layout not in ("voc", "yolo"):
         raise ValueError(f"layout must be 'voc' or 'yolo', got {layout!r}")
-    test = _split_from_csv(root, files, test_fraction)
-    padded_boxes, padded_classes = pad_objects(boxes, classes)
-    return DetectionDataset(
-        f"{layout}_folder:{root}", images[~test], padded_boxes[~test], padded_classes[~test],
-        images[test], padded_boxes[test], padded_classes[test], names, targets_fn, augment,
-        tuple(problems))
+    name = f"{layout}_folder:{root}"
+    if layout == "yolo" and os.path.isdir(os.path.join(root, "images")):
+        pair = _split_folders(root)
+        if pair:
+            names = formats.yolo_names(root, class_names)
+            splits = [formats.read_yolo_images(
+                formats.image_files(os.path.join(root, "images", sub)), names,
+                where=root, image_size=image_size,
+                on_error=on_error) for sub in pair]
+            for sub, split in zip(pair, splits):
+                if report:
+                    report(split.counts.line(f"{name} {sub}"))
+            return _from_splits(name, *splits, targets_fn, augment)
+    read = (formats.read_voc_folder(root, image_size=image_size, class_names=class_names,
+                                    on_error=on_error) if layout == "voc" else
+            formats.read_yolo_folder(root, class_names, image_size=image_size,
+                                     on_error=on_error))
+    test = _split_from_csv(root, read.files, test_fraction)
+    if report:
+        report(read.counts.line(name) + f"; split {int((~test).sum())} train / "
+               f"{int(test.sum())} test")
+    return _from_splits(name, _subset(read, ~test), _subset(read, test), targets_fn, augment)
+
+
+def load_yolo_yaml(
+    path: str, *, eval_split: str = "val", image_size: tuple[int, int] = (96, 96),
+    class_names: Sequence[str] | None = None, on_error: str = "skip",
+    targets_fn: TargetsFn | None = None, augment: str = "none", report: Report | None = print,
+) -> DetectionDataset:
+    """A YOLO/ultralytics dataset YAML: its train split, evaluated on `eval_split` (val/test)."""
+    spec = formats.read_yolo_yaml(path)
+    names = formats.declared_names(class_names, path, spec.names)
+    if eval_split not in ("val", "test"):
+        raise ValueError(f"eval_split must be 'val' or 'test', got {eval_split!r}")
+    splits = []
+    for split in ("train", eval_split):
+        if not spec.splits.get(split):
+            raise AnnotationError(f"{path}: no images for split {split!r} (splits with images: "
+                                  f"{sorted(k for k, v in spec.splits.items() if v)})")
+        read = formats.read_yolo_images(spec.splits[split], names, where=spec.root,
+                                        image_size=image_size, on_error=on_error)
+        if report:
+            report(read.counts.line(f"yolo_yaml:{path} {split}"))
+        splits.append(read)
+    return _from_splits(f"yolo_yaml:{path}", *splits, targets_fn, augment)
+
+
+def load_coco(
+    annotation_file: str, image_dir: str | None = None, *, eval_file: str | None = None,
+    eval_image_dir: str | None = None, image_size: tuple[int, int] = (96, 96),
+    class_names: Sequence[str] | None = None, on_error: str = "skip", test_fraction: float = 0.2,
+    targets_fn: TargetsFn | None = None, augment: str = "none", report: Report | None = print,
+) -> DetectionDataset:
+    """COCO instances JSON (+ images): trained on it and evaluated on eval_file, or without
+    one on a seeded test_fraction of its images."""
+    name = f"coco:{annotation_file}" + (f",{eval_file}" if eval_file else "")
+    train = formats.read_coco(annotation_file, image_dir, image_size=image_size,
+                              class_names=class_names, on_error=on_error)
+    if eval_file is None:
+        test = np.random.default_rng(0).random(len(train.files)) < test_fraction
+        if report:
+            report(train.counts.line(name) + f"; split {int((~test).sum())} train / "
+                   f"{int(test.sum())} test")
+        return _from_splits(name, _subset(train, ~test), _subset(train, test), targets_fn,
+                            augment)
+    held = formats.read_coco(eval_file, eval_image_dir, image_size=image_size,
+                             class_names=train.names, on_error=on_error)
+    for split, read in (("train", train), ("test", held)):
+        if report:
+            report(read.counts.line(f"{name} {split}"))
+    return _from_splits(name, train, held, targets_fn, augment)
 
 
 # --- TFDS ---------------------------------------------------------------------------------
@@ -594,13 +534,31 @@ def load_tfds_voc(
                             targets_fn)
 
 
+DETECTION_SPECS = ("synthetic_scenes", "synthetic_single", "voc_folder:DIR", "yolo_folder:DIR",
+                   "yolo_yaml:DATA.yaml[:val|:test]",
+                   "coco:ANNOTATIONS.json[:IMAGES_DIR][,EVAL.json[:IMAGES_DIR]]", "voc",
+                   "voc/2007")
+
+
+def _coco_part(part: str) -> tuple[str, str | None]:
+    """'ANN.json[:IMAGES_DIR]' -> (ANN.json, IMAGES_DIR or None)."""
+    path, sep, images = part.partition(".json:")
+    return (path + ".json", images) if sep else (part, None)
+
+
+def is_detection_spec(name: str) -> bool:
+    """Whether config.dataset names a detection dataset (one of DETECTION_SPECS)."""
+    return (name in ("synthetic_scenes", "synthetic_single", "voc") or name.startswith(
+        ("voc/", "voc_folder:", "yolo_folder:", "yolo_yaml:", "coco:")))
+
+
 def get_detection_dataset(
     name: str, *, image_size: tuple[int, int] | None = None, data_dir: str | None = None,
     targets_fn: TargetsFn | None = None, num_train: int = 2000, num_test: int = 500,
     seed: int = 0, on_error: str = "skip", class_names: Sequence[str] | None = None,
-    augment: str = "none", download: bool = False,
+    augment: str = "none", download: bool = False, report: Report | None = print,
 ) -> DetectionDataset:
-    """'synthetic_scenes', 'synthetic_single', 'voc_folder:PATH', 'yolo_folder:PATH' or 'voc'."""
+    """A detection dataset by spec (DETECTION_SPECS); `report` gets the readers' summary lines."""
     if name in ("synthetic_scenes", "synthetic_single"):
         size = tuple(image_size or (96, 96))
         if size[0] != size[1]:
@@ -609,13 +567,27 @@ def get_detection_dataset(
                                 single_object=name == "synthetic_single", targets_fn=targets_fn,
                                 augment=augment)
     size = tuple(image_size or (96, 96))
+    common = {"image_size": size, "class_names": class_names, "on_error": on_error,
+              "targets_fn": targets_fn, "augment": augment, "report": report}
     for prefix, layout in (("voc_folder:", "voc"), ("yolo_folder:", "yolo")):
         if name.startswith(prefix):
-            return load_detection_folder(name[len(prefix):], layout=layout, image_size=size,
-                                         class_names=class_names, on_error=on_error,
-                                         targets_fn=targets_fn, augment=augment)
+            return load_detection_folder(name[len(prefix):], layout=layout, **common)
+    if name.startswith("yolo_yaml:"):
+        path, split = name[len("yolo_yaml:"):], "val"
+        for suffix in (":val", ":test"):
+            if path.endswith(suffix):
+                path, split = path[:-len(suffix)], suffix[1:]
+        return load_yolo_yaml(path, eval_split=split, **common)
+    if name.startswith("coco:"):
+        parts = name[len("coco:"):].split(",")
+        if len(parts) > 2 or not parts[0]:
+            raise ValueError(f"expected coco:ANNOTATIONS.json[:IMAGES_DIR][,EVAL.json"
+                             f"[:IMAGES_DIR]], got {name!r}")
+        (ann, images), (eval_ann, eval_images) = _coco_part(parts[0]), (
+            _coco_part(parts[1]) if len(parts) == 2 else (None, None))
+        return load_coco(ann, images, eval_file=eval_ann, eval_image_dir=eval_images, **common)
     if name == "voc" or name.startswith("voc/"):
         return load_tfds_voc(data_dir=data_dir, name="voc/2007" if name == "voc" else name,
                              image_size=size, download=download, targets_fn=targets_fn)
-    raise ValueError(f"unknown detection dataset {name!r}; expected synthetic_scenes, "
-                     "synthetic_single, voc_folder:PATH, yolo_folder:PATH or voc")
+    raise ValueError(f"unknown detection dataset {name!r}; expected one of "
+                     f"{', '.join(DETECTION_SPECS)}")

@@ -169,16 +169,24 @@ def read_identity_folder(
                           tuple(files))
 
 
+class ImageReadError(ValueError):
+    """An image file in a folder that cannot be read; the message names it."""
+
+
 def read_image(path: str, image_size: tuple[int, int], channels: int = 1) -> np.ndarray:
     """One image file as float32 (H, W, channels) in [0, 1], resized (bilinear) to image_size."""
     from PIL import Image
 
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (colour); received {channels}")
-    with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        return to_float_images(np.asarray(image)[None])[0]
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((image_size[1], image_size[0]), Image.BILINEAR)
+    except OSError as error:  # not an image, truncated, unreadable (PIL says which)
+        raise ImageReadError(f"cannot read image {path} ({error}); remove or replace that "
+                             "file") from None
+    return to_float_images(np.asarray(image)[None])[0]
 
 
 def list_people(root: str) -> list[str]:

@@ -20,14 +20,17 @@ from jaxcnn.detection.nms import nms, nms_numpy
 from jaxcnn.detection.sliding import (
     ConvCropClassifier,
     CropClassifier,
+    evaluate_sliding_windows,
     sliding_window_detect,
     to_convolutional,
 )
 
-# The train_and_evaluate tasks live in jaxcnn.detection.tasks (it imports jaxcnn.train).
+# The trainable tasks built on these (localization, crop_classifier, detector) live in
+# jaxcnn.tasks; this package is maths only.
 
 __all__ = [
-    "ConvCropClassifier", "CropClassifier", "LocalizationNet", "localization_eval_sums",
+    "ConvCropClassifier", "CropClassifier", "LocalizationNet", "evaluate_sliding_windows",
+    "localization_eval_sums",
     "localization_summary", "sliding_window_detect", "to_convolutional",
     "area", "assign", "average_precision", "center_to_corners", "coco_ap", "corners_to_center",
     "decode", "encode", "from_pixels", "iou", "iou_corners", "kmeans_anchors", "nms",

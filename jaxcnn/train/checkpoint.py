@@ -1,22 +1,40 @@
-"""Orbax checkpoints under workdir/checkpoints: atomic, checksummed, kept K deep, resumable."""
+"""Orbax checkpoints under workdir/checkpoints: atomic, checksummed, fingerprinted, kept K deep.
+
+Each step holds three items, committed together by Orbax's rename: `default` (the state),
+`checksum` (a SHA-256 of every array) and `fingerprint` (the run's, see fingerprint.py), so
+none can be lost without the step being incomplete; an incomplete or unreadable step is set
+aside like a corrupt one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import hashlib
+import json
 import logging
 import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxcnn.train import workdir as workdir_lib
+from jaxcnn.train import fingerprint as fingerprint_lib
 from jaxcnn.train.errors import RunError
 from jaxcnn.train.faults import fault_point
+from jaxcnn.train.lock import disk_error
+from jaxcnn.train.sharding import all_processes_agree
 
 STATE_ITEM = "default"  # the name a single-item manager used: older checkpoints stay readable
 CHECKSUM_ITEM = "checksum"
+FINGERPRINT_ITEM = "fingerprint"
+STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's record of the step, naming its items
 CORRUPT_DIR = "corrupt"
 
 
@@ -43,7 +61,7 @@ def array_checksums(tree: Any) -> dict[str, str]:
             continue
         digest = hashlib.sha256(f"{array.dtype.name}{list(array.shape)}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
-        sums[workdir_lib.tree_path(path)] = digest.hexdigest()
+        sums[fingerprint_lib.tree_path(path)] = digest.hexdigest()
     return sums
 
 
@@ -65,16 +83,116 @@ def saved_steps(directory: str) -> list[int]:
                   if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
 
 
+def step_problem(step_dir: str) -> str | None:
+    """Why a finished step directory is incomplete (an item or its metadata missing), or None.
+
+    Orbax's `_CHECKPOINT_METADATA` names the items the step was written with; each must be
+    there, and the state item must have its `_METADATA` (the tree it restores).
+    """
+    try:
+        with open(os.path.join(step_dir, STEP_METADATA)) as f:
+            items = set(json.load(f).get("item_handlers") or {})
+    except FileNotFoundError:
+        return f"{STEP_METADATA} is missing"
+    except (OSError, ValueError, AttributeError) as error:
+        return f"{STEP_METADATA} is unreadable ({type(error).__name__}: {error})"
+    missing = sorted(item for item in items | {STATE_ITEM}
+                     if not os.path.isdir(os.path.join(step_dir, item)))
+    if missing:
+        return f"item(s) {', '.join(missing)} missing"
+    if not os.path.isfile(os.path.join(step_dir, STATE_ITEM, "_METADATA")):
+        return f"{STATE_ITEM}/_METADATA is missing"
+    return None
+
+
+def _items_of(step_dir: str) -> set[str]:
+    with open(os.path.join(step_dir, STEP_METADATA)) as f:
+        return set(json.load(f).get("item_handlers") or {})
+
+
+def _retry_vanishing(call: Callable[[], Any], attempts: int = 5) -> Any:
+    """`call()`, retried when a step directory vanished under it (a trainer pruning old steps
+    while this reader lists them)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None
+
+
+def _write_error(error: BaseException, path: str, doing: str) -> RunError | None:
+    """A RunError for a failed checkpoint write caused by the disk; None for anything else.
+
+    Orbax and TensorStore report a full disk in their own exception types, so the errno or
+    its text is looked for along the exception chain.
+    """
+    texts = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+             errno.EDQUOT: "Disk quota exceeded"}
+    seen = error
+    while seen is not None:
+        code = getattr(seen, "errno", None)
+        if code not in texts:
+            code = next((c for c, text in texts.items() if text in str(seen)), None)
+        if code is not None:
+            return disk_error(OSError(code, os.strerror(code)), path, doing)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+_DISK_ERROR_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Read-only file system",
+                     "Disk quota exceeded")
+
+
+class _DropDiskErrorLogs(logging.Filter):
+    """Drops Orbax's and asyncio's tracebacks of a failed write caused by the disk: the save
+    raises it as one line (`_disk_errors`), and the same failure logged from every background
+    thread and task buried that line under hundreds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return not any(marker in text for marker in _DISK_ERROR_TEXTS)
+
+
+def _quiet_disk_error_logs() -> None:
+    _quiet_closed_loop_tracebacks()
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropDiskErrorLogs) for f in logger.filters):
+            logger.addFilter(_DropDiskErrorLogs())
+
+
+def _quiet_closed_loop_tracebacks() -> None:
+    """After a failed write, TensorStore's callbacks for the other items find Orbax's event
+    loop closed and report 'RuntimeError: Event loop is closed' as unraisable, one traceback
+    each, from background threads; those (only) are dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop", False):
+        return
+
+    def hook(unraisable):
+        if not (unraisable.exc_type is RuntimeError
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
-    """Saves and restores a state pytree with a checksum; a bad checkpoint is moved aside.
+    """Saves and restores a state pytree with its checksum and fingerprint; bad steps set aside.
 
     Every process must call `save` and `restore_latest` (Orbax coordinates the hosts). Orbax
     writes each step into a temporary directory and renames it when complete, so a run killed
-    while saving leaves the previous checkpoints intact; the checksum of the saved arrays is
-    an item of the same step, so it is committed with them. A checkpoint that fails to read
-    or verify is moved to `corrupt/STEP` (never deleted) and an older one is used; the step
-    can then be saved again. `fingerprint` (see `workdir.run_fingerprint`) refuses checkpoints
-    of another kind of run. `read_only=True` (evaluation, inspection) moves and writes nothing.
+    while saving leaves the previous checkpoints intact. A step that is incomplete, fails to
+    read or to verify is moved to `corrupt/STEP` (never deleted) and an older one is used; the
+    step can then be saved again. `fingerprint` (see `fingerprint.run_fingerprint`) refuses
+    checkpoints of another kind of run. `read_only=True` (evaluation, inspection) moves and
+    writes nothing and tolerates steps vanishing while it reads (a trainer pruning them).
     """
 
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True, *,
@@ -82,32 +200,84 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         self.fingerprint = fingerprint
         self.read_only = read_only
+        self._pending = 0  # the step of the last save started (async: maybe still writing)
+        _quiet_disk_error_logs()
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise RunError(f"{self.directory} is a file, not a checkpoint directory; move it "
+                           "away (or pass another --workdir) and rerun")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=not read_only, enable_async_checkpointing=async_save,
             cleanup_tmp_directories=not read_only,
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options,
-            item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(),
-                           CHECKSUM_ITEM: ocp.JsonCheckpointHandler()})
+        handlers = {STATE_ITEM: ocp.StandardCheckpointHandler(),
+                    CHECKSUM_ITEM: ocp.JsonCheckpointHandler(),
+                    FINGERPRINT_ITEM: ocp.JsonCheckpointHandler()}
+        try:
+            self.manager = _retry_vanishing(lambda: ocp.CheckpointManager(
+                self.directory, options=options, item_handlers=handlers))
+        except OSError as error:
+            raise disk_error(error, self.directory, "create the checkpoint directory") from error
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any) -> None:
-        """Save `state` as `step` (asynchronously if so configured) with its checksum."""
+        """Save `state` as `step` (async if so configured) with its checksum and fingerprint."""
         if self.read_only:
             raise ValueError(f"Checkpointer({self.directory!r}) is read-only; cannot save")
-        checksum = {"algorithm": "sha256", "arrays": array_checksums(state)}
+        items = {STATE_ITEM: ocp.args.StandardSave(state),
+                 CHECKSUM_ITEM: ocp.args.JsonSave(
+                     {"algorithm": "sha256", "arrays": array_checksums(state)})}
+        if self.fingerprint is not None:
+            items[FINGERPRINT_ITEM] = ocp.args.JsonSave(self.fingerprint)
         fault_point("save", step)
-        self.manager.save(step, args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardSave(state),
-            CHECKSUM_ITEM: ocp.args.JsonSave(checksum)}), force=True)
+        self.wait()  # the previous async save: a full disk is reported with its own step
+        with self._disk_errors(step):
+            fault_point("disk_full", step)
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._pending = step
         fault_point("write", step)
+
+    @contextlib.contextmanager
+    def _disk_errors(self, step: int):
+        """Turn a full or read-only disk under a save into a one-line RunError; remove the
+        half-written step (the older steps stay) so a rerun with space resumes cleanly."""
+        try:
+            yield
+        except Exception as error:
+            problem = _write_error(error, os.path.join(self.directory, str(step)),
+                                   f"save the checkpoint of step {step}")
+            if problem is not None:
+                with contextlib.suppress(Exception):  # let the other items' writes settle
+                    self.manager.wait_until_finished()
+            if problem is None:
+                raise
+            self._remove_unfinished(step)
+            raise problem from None
+
+    def _remove_unfinished(self, step: int) -> None:
+        if jax.process_index() != 0:
+            return
+        for path in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _read_json_item(self, step: int, item: str) -> Any:
+        return self.manager.restore(step, args=ocp.args.Composite(
+            **{item: ocp.args.JsonRestore()}))[item]
+
+    def stored_fingerprint(self, step: int) -> dict[str, Any] | None:
+        """The fingerprint saved with `step` (or the legacy fingerprint.json; None if neither)."""
+        if FINGERPRINT_ITEM in _items_of(os.path.join(self.directory, str(step))):
+            return self._read_json_item(step, FINGERPRINT_ITEM)
+        return fingerprint_lib.read_legacy(self.directory)
 
     def _restore_verified(self, step: int, target: Any) -> Any:
         """The state at `step`, its checksum verified (a pre-checksum checkpoint: warned)."""
-        has_checksum = os.path.isdir(os.path.join(self.directory, str(step), CHECKSUM_ITEM))
+        step_dir = os.path.join(self.directory, str(step))
+        problem = step_problem(step_dir)
+        if problem is not None:
+            raise CorruptCheckpointError(f"incomplete checkpoint: {problem}")
+        has_checksum = CHECKSUM_ITEM in _items_of(step_dir)
         items = {STATE_ITEM: ocp.args.StandardRestore(target)}
         if has_checksum:
             items[CHECKSUM_ITEM] = ocp.args.JsonRestore()
@@ -115,42 +285,58 @@ class Checkpointer:
         if has_checksum:
             verify_checksums(restored[STATE_ITEM], restored[CHECKSUM_ITEM]["arrays"])
         else:
-            logging.warning("checkpoint at step %d in %s has no checksum (written before "
-                            "checksums existed): restored unverified", step, self.directory)
+            logging.warning("checkpoint at step %d in %s was written without checksums (by a "
+                            "version before them): restored unverified", step, self.directory)
         return restored[STATE_ITEM]
 
     def _check_layout(self, step: int, abstract_state: Any) -> None:
         """Refuse (not 'corrupt') a readable checkpoint whose arrays have other shapes."""
-        try:
-            saved = workdir_lib.state_layout(self.manager.item_metadata(step)[STATE_ITEM])
-        except Exception:  # unreadable metadata: restoring will fail and say why
-            return
-        expected = workdir_lib.state_layout(abstract_state)
+        saved = fingerprint_lib.state_layout(self.manager.item_metadata(step)[STATE_ITEM])
+        expected = fingerprint_lib.state_layout(abstract_state)
         if saved != expected:
-            raise workdir_lib.FingerprintMismatchError(
-                f"refusing to resume: the checkpoint at step {step} in {self.directory} holds "
-                f"a differently shaped state (another model, dataset or optimiser?):\n"
-                + workdir_lib.describe_difference("state_layout", saved, expected) + "\n"
-                "Nothing was changed or deleted. Resume with the original config, use another "
-                f"--workdir, or start over deliberately by moving {self.directory} away.")
+            raise fingerprint_lib.mismatch_error(
+                self.directory, f"the checkpoint at step {step} holds a differently shaped "
+                "state (another model, dataset or optimiser?)",
+                [fingerprint_lib.describe_difference("state_layout", saved, expected)])
+
+    def _check_run(self, step: int, abstract_state: Any) -> None:
+        """Refuse a step written by another kind of run (its fingerprint, else its shapes)."""
+        if self.fingerprint is None:
+            return
+        stored = self.stored_fingerprint(step)
+        if stored is None:
+            self._check_layout(step, abstract_state)
+        else:
+            fingerprint_lib.check_fingerprint(self.directory, stored, self.fingerprint)
+
+    def _try_step(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
+        """(state, None) if `step` is usable, else (None, why). Another run's step raises."""
+        problem = step_problem(os.path.join(self.directory, str(step)))
+        if problem is not None:
+            return None, f"incomplete checkpoint: {problem}"
+        try:
+            self._check_run(step, abstract_state)
+        except fingerprint_lib.FingerprintMismatchError:
+            raise
+        except Exception as error:  # an unreadable fingerprint item or state metadata
+            return None, f"{type(error).__name__}: {error}"
+        try:
+            return self._restore_verified(step, abstract_state), None
+        except Exception as error:  # corrupt or partial files
+            return None, f"{type(error).__name__}: {error}"
 
     def restore_latest(self, abstract_state: Any) -> tuple[int | None, Any]:
-        """(step, state) of the newest checkpoint that reads and verifies, or (None, None)."""
-        steps = sorted(self.manager.all_steps(), reverse=True)
-        if self.fingerprint is not None:
-            workdir_lib.check_fingerprint(self.directory, self.fingerprint, bool(steps))
-        for step in steps:
-            self._check_layout(step, abstract_state)
-            state, problem = None, None
-            try:
-                state = self._restore_verified(step, abstract_state)
-            except Exception as error:  # corrupt or partial files
-                problem = f"{type(error).__name__}: {error}"
-            if workdir_lib.all_processes_agree(problem is None):
-                self._store_fingerprint()
+        """(step, state) of the newest checkpoint that is complete, reads and verifies, or
+        (None, None). Raises FingerprintMismatchError for another run's checkpoints."""
+        if self.read_only:
+            _retry_vanishing(self.manager.reload)
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            state, problem = self._try_step(step, abstract_state)
+            if all_processes_agree(problem is None):
                 return step, state
+            if self.read_only and not os.path.isdir(os.path.join(self.directory, str(step))):
+                continue  # pruned by a running trainer while we read it: not a problem
             self._set_aside(step, problem or "failed on another process")
-        self._store_fingerprint()
         return None, None
 
     def _set_aside(self, step: int, problem: str) -> None:
@@ -179,30 +365,41 @@ class Checkpointer:
             multihost_utils.sync_global_devices(f"jaxcnn checkpoint {step} set aside")
         self.manager.reload()
 
-    def _store_fingerprint(self) -> None:
-        if self.read_only or self.fingerprint is None or jax.process_index() != 0:
-            return
-        if workdir_lib.read_fingerprint(self.directory) != self.fingerprint:
-            workdir_lib.write_fingerprint(self.directory, self.fingerprint)
-
     def restore_arrays(self, step: int | None = None) -> Any:
         """The saved tree (nested dicts) at `step` (default: latest) on this host's first device.
 
         Works whatever mesh wrote the checkpoint, so a run from 8 devices can be read on 1.
-        Raises CorruptCheckpointError if the arrays do not match their recorded checksum.
+        Raises CorruptCheckpointError if the step is incomplete or its arrays do not match
+        their recorded checksum.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        problem = step_problem(os.path.join(self.directory, str(step)))
+        if problem is not None:
+            raise CorruptCheckpointError(f"checkpoint at step {step} in {self.directory} is "
+                                         f"incomplete: {problem}")
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype,
                                                                 sharding=device),
                               self.manager.item_metadata(step)[STATE_ITEM])
         return self._restore_verified(step, target)
 
+    def verify(self, step: int, abstract_state: Any) -> None:
+        """Read `step` back and check it against its checksums (raises CorruptCheckpointError)."""
+        self.manager.reload()
+        self._restore_verified(step, abstract_state)
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Block until the pending save is on disk (a full disk raises a one-line RunError)."""
+        with self._disk_errors(self._pending):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.wait()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                self.manager.close()
+            raise
         self.manager.close()

@@ -56,9 +56,68 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.async_checkpoints = True
     c.progress = True  # console progress lines with rate and ETA
+    c.progress_label = ""  # prefix of the progress lines: which part of a multi-part run
     c.tensorboard = True  # event files in workdir/tensorboard (metrics.jsonl is always written)
     c.task = ml_collections.ConfigDict()  # the task's own keys (each task declares its own)
     return c
+
+
+# One line per key of default_config(): what `--show_config` prints beside each value.
+KEY_HELP: dict[str, str] = {
+    "model": "registry model name (jaxcnn.models.list_models())",
+    "model_kwargs": "the model's own keyword arguments, e.g. :model_kwargs.width=0.5",
+    "dataset": "TFDS name, embedded_mnist, npz:PATH or folder:PATH (train/ and test/ inside)",
+    "num_classes": "classes of the dataset; None infers them",
+    "data_dir": "TFDS data directory; None: TFDS's default",
+    "download": "let TFDS download a missing dataset (needs network)",
+    "image_size": "(height, width) the images are resized to; None keeps the native size",
+    "augment": "none | flip | crop_flip | inception_crop; None: the dataset's default",
+    "normalize": "subtract the dataset's per-channel mean and divide by its std",
+    "batch_size": "global training batch, over all devices and hosts",
+    "eval_batch_size": "global evaluation batch (the last one is padded and masked)",
+    "train_epochs": "training length in epochs (ignored when train_steps is set)",
+    "train_steps": "training length in steps; None: from train_epochs",
+    "optimizer": "sgd | momentum | nesterov | adam | adamw",
+    "learning_rate": "peak learning rate (after warm-up)",
+    "momentum": "momentum of momentum/nesterov (adam/adamw keep optax's betas)",
+    "weight_decay": "L2 (sgd/momentum/nesterov/adam) or decoupled (adamw) weight decay",
+    "grad_clip_norm": "clip the gradient's global norm to this; None: no clipping",
+    "schedule": "learning-rate schedule after warm-up: constant | cosine | step",
+    "warmup_epochs": "linear warm-up from 0, in epochs",
+    "warmup_steps": "linear warm-up in steps; None: from warmup_epochs",
+    "decay_epochs": "step schedule: epochs at which the rate is multiplied by decay_factor",
+    "decay_factor": "step schedule: the factor applied at each of decay_epochs",
+    "label_smoothing": "share of the target spread evenly over all classes",
+    "dtype": "compute dtype: float32 | bfloat16 | float16 (params and loss stay float32)",
+    "conv_impl": "convolution/max-pool kernels: auto or a name of jaxcnn.kernels.KERNELS",
+    "seed": "seed of initialisation, shuffling, augmentation and dropout",
+    "log_every_steps": "write metrics and a progress line every this many steps",
+    "eval_every_steps": "evaluate every this many steps; None: at the end only",
+    "checkpoint_every_steps": "save a checkpoint every this many steps (and at the end)",
+    "keep_checkpoints": "how many of the latest checkpoints are kept",
+    "async_checkpoints": "write checkpoints in a background thread",
+    "progress": "print progress lines (step, rate, ETA) on the console",
+    "progress_label": "prefix of the progress lines, naming the part of a multi-part run",
+    "tensorboard": "write TensorBoard event files (metrics.jsonl is always written)",
+    "task": "the task's own keys (task.name selects the task)",
+}
+
+
+_CONFIG_ERRORS: dict[type, type] = {}
+
+
+def _usage_error(message: str, base: type[Exception]) -> Exception:
+    """A jaxcnn.train.UsageError that is also a `base` (KeyError, TypeError or ValueError), so
+    entry points print it as one line and existing `except base` callers still catch it."""
+    if base not in _CONFIG_ERRORS:
+        from jaxcnn.train.errors import UsageError  # a leaf module; imported here, not above
+
+        def __str__(self: Exception) -> str:  # KeyError's own __str__ would quote the message
+            return str(self.args[0]) if self.args else ""
+
+        _CONFIG_ERRORS[base] = type(f"Config{base.__name__}", (UsageError, base),
+                                    {"__str__": __str__, "__module__": __name__})
+    return _CONFIG_ERRORS[base](message)
 
 
 def _parse_value(text: str) -> Any:
@@ -70,30 +129,53 @@ def _parse_value(text: str) -> Any:
 
 def override(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """Apply 'key=value,other.key=value' overrides; unknown keys raise naming the key (except
-    new model_kwargs.NAME keys: the model's own keyword arguments)."""
+    new model_kwargs.NAME keys: the model's own keyword arguments). A scalar given to a tuple
+    key becomes a 1-tuple, as --config.KEY=VALUE does (image_size=32 -> (32,) -> (32, 32))."""
     if not arg:
         return config
     for item in _split_top_level(arg):
         if "=" not in item:
-            raise ValueError(f"config override {item!r} must look like key=value")
+            raise _usage_error(f"config override {item!r} must look like key=value "
+                               f"(e.g. :learning_rate=0.01)", ValueError)
         key, text = item.split("=", 1)
         key = key.strip()
         parent, name = config, key
         if "." in key:
             path, name = key.rsplit(".", 1)
             for part in path.split("."):
-                if part not in parent:
-                    raise KeyError(f"unknown config key {key!r} (no {part!r})")
+                if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+                    valid = sorted(parent) if isinstance(parent, ml_collections.ConfigDict) else []
+                    raise _usage_error(f"unknown config key {key!r}: no {part!r}"
+                                       f"{_closest(part, valid)}", KeyError)
                 parent = parent[part]
         # model_kwargs is open: its keys are the registry model's keyword arguments, which the
         # model itself checks when it is built.
         if name not in parent and key != f"model_kwargs.{name}":
-            raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(parent))}")
+            raise _usage_error(f"unknown config key {key!r}{_closest(name, sorted(parent))}; "
+                               f"valid keys: {', '.join(sorted(parent)) or '(none)'}", KeyError)
         value = _parse_value(text.strip())
         if name in parent and isinstance(parent[name], float) and isinstance(value, int):
             value = float(value)
-        parent[name] = value
+        if (name in parent and not isinstance(value, (tuple, list))
+                and _field_type(parent, name) is tuple):
+            value = (value,)
+        try:
+            parent[name] = value
+        except TypeError:  # ConfigDict's type check: e.g. batch_size=abc
+            expected = _field_type(parent, name)
+            raise _usage_error(
+                f"config override {key}={text.strip()}: expected "
+                f"{getattr(expected, '__name__', expected)}, got "
+                f"{type(value).__name__} {value!r}", TypeError) from None
     return config
+
+
+def _field_type(parent: ml_collections.ConfigDict, name: str) -> Any:
+    """The type ConfigDict enforces for parent[name] (placeholders included), or None."""
+    try:
+        return parent.get_type(name)
+    except (KeyError, AttributeError, TypeError):
+        return None
 
 
 def _split_top_level(arg: str) -> list[str]:
@@ -116,10 +198,11 @@ def _closest(name: str, valid: list[str]) -> str:
 
 
 def unknown_keys_error(kind: str, unknown: list[str], valid: list[str]) -> KeyError:
-    """A KeyError naming each unknown key, its closest valid key, and all valid keys."""
+    """A KeyError (and UsageError) naming each unknown key, its closest valid key, and all
+    valid keys."""
     named = ", ".join(f"{key!r}{_closest(key, valid)}" for key in unknown)
-    return KeyError(f"unknown {kind} key(s) {named}; valid keys: "
-                    f"{', '.join(valid) if valid else '(none)'}")
+    return _usage_error(f"unknown {kind} key(s) {named}; valid keys: "
+                        f"{', '.join(valid) if valid else '(none)'}", KeyError)
 
 
 def check_keys(config: ml_collections.ConfigDict) -> None:
@@ -131,6 +214,8 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")  # jaxcnn.train.optim builds them
+SCHEDULES = ("constant", "cosine", "step")
 AUGMENTATIONS = ("none", "flip", "crop_flip", "inception_crop")
 
 
@@ -153,20 +238,18 @@ def normalize_image_size(value: Any) -> tuple[int, int] | None:
     if (isinstance(value, (tuple, list)) and len(value) == 2
             and all(_is_int(side) and side > 0 for side in value)):
         return (int(value[0]), int(value[1]))
-    raise ValueError(
+    raise _usage_error(
         f"config.image_size={value!r}: expected None (native size) or (height, width) with "
         f"positive integers; on the command line write --config.image_size=32,32 or "
-        f"--config.image_size=None"
-    )
+        f"--config.image_size=None", ValueError)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raise one ValueError listing every invalid value (call before writing any file).
+    """Raise one ValueError (a UsageError) listing every invalid value on one line (call before
+    writing any file).
 
     Also normalises config.image_size in place (see `normalize_image_size`).
     """
-    from jaxcnn.train.optim import OPTIMIZERS, SCHEDULES  # optim imports this module
-
     problems = []
 
     def need(ok: bool, key: str, expected: str) -> None:
@@ -213,7 +296,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
         problems.append(str(error))
     if problems:
-        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+        raise _usage_error("invalid config: " + "; ".join(problems), ValueError)
 
 
 def to_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:

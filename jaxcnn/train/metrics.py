@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.train.faults import fault_point
-
 
 def _scalar(value: Any) -> float:
     return float(np.asarray(value))
@@ -66,8 +64,6 @@ class MetricWriter:
             self._tb.write(event_pb2.Event(wall_time=time.time(), step=step,
                                            summary=summary).SerializeToString())
             self._tb.flush()
-        if split == "train":
-            fault_point("step", step)
 
     def close(self) -> None:
         if self._jsonl:
@@ -77,10 +73,13 @@ class MetricWriter:
 
 
 class Progress:
-    """Console lines with step, rate (images/s) and ETA."""
+    """Console lines with step, rate (images/s) and ETA; `label` prefixes each line as
+    `[label] ` so the parts of a multi-part run (config.progress_label) can be told apart."""
 
-    def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
+    def __init__(self, total_steps: int, start_step: int, enabled: bool = True,
+                 label: str = ""):
         self.total, self.start, self.enabled = total_steps, start_step, enabled
+        self.prefix = f"[{label}] " if label else ""
         self.t0 = time.perf_counter()
 
     def line(self, step: int, global_batch: int, metrics: dict[str, float]) -> str:
@@ -89,7 +88,8 @@ class Progress:
         rate = steps_done * global_batch / elapsed
         eta = (self.total - step) * elapsed / steps_done
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        return f"step {step}/{self.total}  {shown}  {rate:,.0f} img/s  ETA {_duration(eta)}"
+        return (f"{self.prefix}step {step}/{self.total}  {shown}  {rate:,.0f} img/s  "
+                f"ETA {_duration(eta)}")
 
     def show(self, step: int, global_batch: int, metrics: dict[str, float]) -> None:
         if self.enabled:
@@ -102,3 +102,15 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def images_per_second(step: Any, calls: int, batch: int) -> float:
+    """Images/s of `calls` calls of `step()` (compiled already) at `batch` images each, timed
+    until the last call's output is ready (jax dispatch is asynchronous)."""
+    import jax
+
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = step()
+    jax.block_until_ready(out)
+    return calls * batch / (time.perf_counter() - start)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from jaxcnn.train.config import to_steps
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+from jaxcnn.train.config import OPTIMIZERS, SCHEDULES, to_steps
 
 
 def make_schedule(

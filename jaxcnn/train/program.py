@@ -1,7 +1,9 @@
 """The program builder: (config, task) -> mesh, schedule, optimiser, state init, compiled steps.
 
 The loop, the tables, the benchmarks and the tests all build their steps here, so there is one
-definition of what a train step and an eval step are.
+definition of what a train step and an eval step are. It also makes the one platform decision
+(`platform_conv_impl`: which convolution kernels the mesh's devices get) before a task is built
+from the config (`build_program(config, build_task)`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from jaxcnn import kernels
 from jaxcnn.data import base as data_base
 from jaxcnn.train import sharding
 from jaxcnn.train.config import check_keys, to_steps
 from jaxcnn.train.optim import make_optimizer, make_schedule
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.task import Task, check_task_keys
+
+TaskBuilder = Callable[[ml_collections.ConfigDict], Task]
 
 # Stream of the per-step key used for device-side augmentation (dropout uses the step key).
 _AUGMENT_STREAM = 1
@@ -129,6 +134,7 @@ class Program:
     eval_fn: Callable  # pure eval step
     train_step: Callable  # jit-compiled, state donated
     eval_step: Callable  # jit-compiled; sums and outputs replicated (gathered on device)
+    normalize: Callable  # images in [0, 1] -> the model's input (config.normalize)
 
     @property
     def replicated(self) -> NamedSharding:
@@ -147,6 +153,22 @@ class Program:
         return sharding.to_global(batch, self.mesh)
 
 
+def platform_conv_impl(requested: str, mesh: Mesh | None = None) -> str:
+    """The one platform decision: config.conv_impl ("auto" or a jaxcnn.kernels name) -> the
+    kernels for the platform of `mesh`'s devices (default: this process's devices)."""
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    return kernels.choose(requested, device.platform)
+
+
+def resolve_platform(
+    config: ml_collections.ConfigDict, mesh: Mesh | None = None
+) -> ml_collections.ConfigDict:
+    """A copy of `config` whose conv_impl is concrete for the mesh (what a task is built from)."""
+    resolved = config.copy_and_resolve_references()
+    resolved.conv_impl = platform_conv_impl(config.conv_impl, mesh)
+    return resolved
+
+
 def _normalizer(config: ml_collections.ConfigDict, dataset: Any) -> Callable:
     if not config.normalize:
         return data_base.normalizer(None, None)
@@ -154,15 +176,26 @@ def _normalizer(config: ml_collections.ConfigDict, dataset: Any) -> Callable:
 
 
 def build_program(
-    config: ml_collections.ConfigDict, task: Task, *, total_steps: int | None = None,
-    steps_per_epoch: int | None = None,
+    config: ml_collections.ConfigDict, task: Task | TaskBuilder, *,
+    total_steps: int | None = None, steps_per_epoch: int | None = None,
 ) -> Program:
     """Compile (config, task) into a Program; `total_steps`/`steps_per_epoch` override the
-    values derived from the config and the dataset (benchmarks, fixed-length studies)."""
+    values derived from the config and the dataset (benchmarks, fixed-length studies).
+
+    `task` is a built Task, or a function config -> Task (e.g. `jaxcnn.tasks.build`) called with
+    the config resolved for the mesh's platform (`resolve_platform`); Program.config is then
+    that config, including whatever the builder recorded in it (e.g. a detector's anchors).
+    """
     check_keys(config)
+    mesh = sharding.make_mesh()
+    if not isinstance(task, Task):
+        if not callable(task):
+            raise TypeError(f"task must be a train.Task or a function config -> Task (e.g. "
+                            f"jaxcnn.tasks.build); received {type(task).__name__}")
+        config = resolve_platform(config, mesh)
+        task = task(config)
     check_task_keys(config.get("task") or {}, task.task_defaults)
     dataset = task.dataset
-    mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     # Eval pads its batches anyway, so round its size up to a multiple of the devices.
     eval_batch = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
@@ -174,7 +207,8 @@ def build_program(
         raise ValueError(f"the run has {total_steps} steps; set train_steps or train_epochs > 0")
     schedule = make_schedule(config, steps_per_epoch, total_steps)
     tx = make_optimizer(config, schedule)
-    train_fn, eval_fn = make_steps(task, tx, schedule, _normalizer(config, dataset))
+    normalize = _normalizer(config, dataset)
+    train_fn, eval_fn = make_steps(task, tx, schedule, normalize)
     replicated, batched = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     init = init_state(task, tx, config.seed)
     rng = jax.random.PRNGKey(config.seed)
@@ -200,7 +234,7 @@ def build_program(
         config=config, task=task, mesh=mesh, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, eval_batch=eval_batch, schedule=schedule, tx=tx,
         init_fn=init, rng=rng, abstract_state=abstract, train_fn=train_fn, eval_fn=eval_fn,
-        train_step=train_step, eval_step=eval_step,
+        train_step=train_step, eval_step=eval_step, normalize=normalize,
     )
 
 

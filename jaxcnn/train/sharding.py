@@ -48,3 +48,17 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     sharding = batch_sharded(mesh)
     return {key: jax.make_array_from_process_local_data(sharding, value)
             for key, value in batch.items()}
+
+
+def process_max(value: int) -> int:
+    """The largest of `value` over all processes (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int32))))
+
+
+def all_processes_agree(ok: bool) -> bool:
+    """True when `ok` is true on every process (a collective: every process must call it)."""
+    return process_max(0 if ok else 1) == 0

@@ -9,7 +9,12 @@ Two kinds of evaluation, and a task may use both:
   dataset order, and feeds them batch by batch to an evaluator from `make_evaluator()`, whose
   `result()` gives the metrics (mAP, k-fold verification accuracy, top-k patches).
 
-A task declares its own config keys (`task_defaults`); `config.task` may hold only those.
+Eval sums may be arrays (a confusion matrix): the loop adds them over the batches (the eval step
+has already summed over devices and processes) and the task's `eval_metrics` turns the totals
+into numbers (mean IoU).
+
+A task declares its own config keys (`task_defaults`); `config.task` may hold only those, plus
+`name`, which selects the task (jaxcnn.tasks).
 """
 
 from __future__ import annotations
@@ -20,18 +25,19 @@ from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcnn import data as data_lib
-from jaxcnn import kernels, losses, models
+from jaxcnn.data.base import Dataset
 from jaxcnn.train.config import unknown_keys_error
 
 LossFn = Callable[[Any, dict[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
 EvalFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
 OutputFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
 ApplyFn = Callable[[nn.Module, dict[str, Any], jax.Array], Any]
+SumsMetricsFn = Callable[[dict[str, np.ndarray]], dict[str, float]]
+# config.task.name selects the task (jaxcnn.tasks); it is not one of a task's own keys.
+SELECTOR = "name"
 
 
 class Evaluator(Protocol):
@@ -78,7 +84,7 @@ class Task:
     """What to train and how to judge it (see the module docstring)."""
 
     model: nn.Module
-    dataset: data_lib.Dataset
+    dataset: Dataset
     loss_fn: LossFn
     eval_fn: EvalFn | None = None
     output_fn: OutputFn | None = None
@@ -89,6 +95,9 @@ class Task:
     # Applied to freshly initialised variables (not to restored ones): e.g. pretrained weights.
     init_variables: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     task_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Metrics from the eval sums totalled over the split (arrays included, count too), e.g.
+    # mean IoU from a summed confusion matrix; merged into the evaluation's metrics.
+    eval_metrics: SumsMetricsFn | None = None
 
     def __post_init__(self):
         if self.eval_fn is None and self.output_fn is None:
@@ -101,7 +110,8 @@ def task_settings(
     config: ml_collections.ConfigDict, defaults: Mapping[str, Any]
 ) -> ml_collections.ConfigDict:
     """`defaults` overridden by config.task; a key the task did not declare is an error."""
-    given = config.get("task") or {}
+    given = {key: value for key, value in (config.get("task") or {}).items()
+             if key != SELECTOR}
     check_task_keys(given, defaults)
     settings = ml_collections.ConfigDict(dict(defaults))
     for key, value in given.items():
@@ -111,29 +121,6 @@ def task_settings(
 
 def check_task_keys(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     """Raise naming every key of config.task that the task does not declare."""
-    unknown = sorted(set(given) - set(defaults))
+    unknown = sorted(set(given) - set(defaults) - {SELECTOR})
     if unknown:
         raise unknown_keys_error("config.task", unknown, sorted(defaults))
-
-
-def classification_task(
-    config: ml_collections.ConfigDict, dataset: Any = None, model: nn.Module | None = None
-) -> Task:
-    """Cross-entropy on config.model (or `model`) over config.dataset (or `dataset`)."""
-    dataset = dataset or data_lib.get_dataset(
-        config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-        augment=config.augment, download=config.download,
-        num_classes=config.get("num_classes"),
-    )
-    conv_impl = kernels.choose(config.conv_impl, jax.devices()[0].platform)  # the mesh's devices
-    model = model or models.get_model(config.model, num_classes=dataset.num_classes,
-                                      dtype=jnp.dtype(config.dtype),
-                                      **{"conv_impl": conv_impl, **config.model_kwargs})
-    smoothing = config.label_smoothing
-    return Task(
-        model=model,
-        dataset=dataset,
-        loss_fn=lambda out, batch: losses.classification_loss(out, batch["label"], smoothing),
-        eval_fn=lambda out, batch: losses.classification_eval_sums(
-            out, batch["label"], batch["mask"]),
-    )

@@ -276,13 +276,45 @@ def saliency(model: nn.Module, variables: dict[str, Any], images: jax.Array, lay
     return jax.jit(jax.vmap(one))(images, units, positions)
 
 
-def filter_grid(kernel: np.ndarray, columns: int = 8, scale: int = 6) -> np.ndarray:
-    """First-layer filters (f, f, C, units) as one uint8 image grid, each scaled to [0, 255]."""
+TEXT_HEIGHT = 16  # px of one line of labels or title in the PNG grids
+
+
+def _font(height: int) -> Any:
+    from PIL import ImageFont  # only the drawing functions need Pillow
+
+    return ImageFont.load_default(size=height - 4)
+
+
+def text_band(width: int, text: str, height: int = TEXT_HEIGHT) -> np.ndarray:
+    """A (height, width, 3) white uint8 band with `text` in black, left-aligned."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(band).text((2, 1), text, fill="black", font=_font(height))
+    return np.asarray(band, np.uint8)
+
+
+def _titled(grid: np.ndarray, title: str) -> np.ndarray:
+    """`grid` under a title band, padded on the right with white if the title is wider."""
+    if not title:
+        return grid
+    width = max(grid.shape[1], int(_font(TEXT_HEIGHT).getlength(title)) + 6)
+    grid = np.pad(grid, ((0, 0), (0, width - grid.shape[1]), (0, 0)), constant_values=255)
+    return np.concatenate([text_band(width, title), grid])
+
+
+def filter_grid(kernel: np.ndarray, columns: int = 8, scale: int | None = None,
+                title: str = "", min_side: int = 36) -> np.ndarray:
+    """First-layer filters (f, f, C, units) as one uint8 image grid, each scaled to [0, 255],
+    drawn at least `min_side` px wide (nearest-neighbour), its unit number under it, under
+    a title band when `title` is given."""
     kernel = np.asarray(kernel, np.float32)
     f, _, channels, units = kernel.shape
+    scale = scale or -(-min_side // f)
     rows = -(-units // columns)
-    cell = f * scale + 2
-    grid = np.full((rows * cell, columns * cell, 3), 255, np.uint8)
+    side = f * scale
+    cell_w, cell_h = side + 4, side + 4 + TEXT_HEIGHT
+    grid = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
     for u in range(units):
         w = kernel[..., u]
         w = (w - w.min()) / max(float(w.max() - w.min()), 1e-12)
@@ -290,9 +322,11 @@ def filter_grid(kernel: np.ndarray, columns: int = 8, scale: int = 6) -> np.ndar
         if channels != 3:
             w = np.repeat(w.mean(-1, keepdims=True), 3, -1)
         r, c = divmod(u, columns)
-        grid[r * cell + 1 : r * cell + 1 + f * scale, c * cell + 1 : c * cell + 1 + f * scale] = (
-            w * 255).astype(np.uint8)
-    return grid
+        y, x = r * cell_h + 2, c * cell_w + 2
+        grid[y : y + side, x : x + side] = (w * 255).astype(np.uint8)
+        grid[y + side : y + side + TEXT_HEIGHT, x - 2 : x - 2 + cell_w] = text_band(
+            cell_w, str(u))
+    return _titled(grid, title)
 
 
 def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -323,15 +357,24 @@ def saliency_image(gradient: np.ndarray) -> np.ndarray:
 
 
 def patch_grid(patches: Sequence[Sequence[np.ndarray]], saliencies: Sequence[Sequence[np.ndarray]],
-               side: int = 48) -> np.ndarray:
-    """Rows of units, each a row of (patch | saliency) pairs, as one uint8 RGB image."""
+               side: int = 48, title: str = "",
+               row_labels: Sequence[str] | None = None) -> np.ndarray:
+    """Rows of units, each a row of (patch | saliency) pairs, as one uint8 RGB image; a
+    title band on top when `title` is given and `row_labels[r]` (e.g. 'unit 12, purity
+    0.67') in a band under row r."""
     rows = len(patches)
     columns = max(len(row) for row in patches)
     pair = 2 * side + 6
-    grid = np.full((rows * (side + 4), columns * pair, 3), 255, np.uint8)
+    label_h = TEXT_HEIGHT if row_labels is not None else 0
+    row_h = side + 4 + label_h
+    width = max(columns * pair, 8 * TEXT_HEIGHT)
+    grid = np.full((rows * row_h, width, 3), 255, np.uint8)
     for r, (row, row_saliency) in enumerate(zip(patches, saliencies)):
         for c, (patch, sal) in enumerate(zip(row, row_saliency)):
-            y, x = r * (side + 4) + 2, c * pair + 2
+            y, x = r * row_h + 2, c * pair + 2
             grid[y : y + side, x : x + side] = _cell(patch, side)
             grid[y : y + side, x + side + 1 : x + 2 * side + 1] = _cell(sal, side)
-    return grid
+        if row_labels is not None:
+            y = r * row_h + side + 4
+            grid[y : y + label_h] = text_band(width, row_labels[r])
+    return _titled(grid, title)
