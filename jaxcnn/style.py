@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -27,7 +27,7 @@ DEPTHS = FEATURE_DEPTHS  # pretrained FeatureNets come from jaxcnn.weights
 CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 POOLINGS = ("max", "avg")
-INITS = ("noise", "content", "blend")
+INITS = ("noise", "content", "blend", "colour")
 OPTIMIZERS = ("adam", "lbfgs")
 
 # --- layer names -------------------------------------------------------------------------
@@ -222,9 +222,10 @@ def make_objective(
 
 
 def initial_image(content: jax.Array, init: str, key: jax.Array,
-                  noise_ratio: float = 0.6) -> jax.Array:
-    """The starting image: uniform noise in [0, 1], the content image, or
-    noise_ratio * noise + (1 - noise_ratio) * content ("blend")."""
+                  noise_ratio: float = 0.6, style: jax.Array | None = None) -> jax.Array:
+    """The starting image (1, H, W, 3): uniform noise in [0, 1], the content image,
+    noise_ratio * noise + (1 - noise_ratio) * content ("blend"), or the content with its
+    colours mapped to the style's mean and covariance ("colour", `match_colours`)."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}; received {init!r}")
     noise = jax.random.uniform(key, content.shape, jnp.float32)
@@ -232,6 +233,10 @@ def initial_image(content: jax.Array, init: str, key: jax.Array,
         return noise
     if init == "content":
         return content
+    if init == "colour":
+        if style is None:
+            raise ValueError("init='colour' needs the style image; received style=None")
+        return jnp.asarray(match_colours(content[0], style[0]))[None]
     return noise_ratio * noise + (1.0 - noise_ratio) * content
 
 
@@ -296,7 +301,7 @@ def transfer(
     tx = make_optimizer(optimizer, learning_rate)
     params = net.params
     targets = jax.jit(objective.targets)(params, content, style)
-    image = initial_image(content, init, jax.random.key(seed), noise_ratio)
+    image = initial_image(content, init, jax.random.key(seed), noise_ratio, style)
     # Fresh buffers: the step donates both, and L-BFGS's first state holds `image` itself.
     opt_state = jax.tree.map(jnp.array, tx.init(image))
     step = make_step(objective, tx)
@@ -322,3 +327,127 @@ def reference_costs(content: Any, style: Any, *, net: FeatureNet, **objective_kw
     evaluate = jax.jit(objective)
     return {"content_image_style": float(evaluate(content, net.params, targets)[1]["style"]),
             "style_image_content": float(evaluate(style, net.params, targets)[1]["content"])}
+
+
+# --- pixel-space quality measures (independent of the feature network) ---------------------
+
+# Rec. 709 luma, as skimage.color.rgb2gray.
+GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+SSIM_SIGMA, SSIM_RADIUS = 1.5, 5  # skimage's gaussian_weights=True window: truncate 3.5
+# The issue's "done when" thresholds (issue 34), per pair of the development grid.
+MAX_STYLE_RATIO, MAX_CONTENT_RATIO = 0.01, 0.5
+MIN_SSIM_FACTOR, MAX_COLOUR_FACTOR, MAX_TV_FACTOR = 2.0, 0.5, 1.5
+
+
+def _as_rgb(name: str, image: Any) -> jax.Array:
+    image = jnp.asarray(image, jnp.float32)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{name} must be one RGB image (H, W, 3) in [0, 1]; received shape "
+                         f"{image.shape}")
+    return image
+
+
+def grey(image: Any) -> jax.Array:
+    """(H, W) luminance of an RGB (H, W, 3) image in [0, 1] (Rec. 709 weights)."""
+    return _as_rgb("image", image) @ jnp.asarray(GREY_WEIGHTS, jnp.float32)
+
+
+def ssim(a: Any, b: Any) -> jax.Array:
+    """Mean structural similarity of two grey (H, W) images in [0, 1]: Wang et al.'s SSIM with
+    an 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, population (co)variances, averaged
+    over the windows that fit inside the image (skimage's gaussian_weights=True,
+    use_sample_covariance=False, data_range=1)."""
+    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    if a.ndim != 2 or a.shape != b.shape or min(a.shape) <= 2 * SSIM_RADIUS:
+        raise ValueError(f"a and b must be grey images (H, W) of one shape, larger than "
+                         f"{2 * SSIM_RADIUS} px a side; received {a.shape} and {b.shape}")
+    taps = jnp.exp(-0.5 * (jnp.arange(-SSIM_RADIUS, SSIM_RADIUS + 1) / SSIM_SIGMA) ** 2)
+    taps = taps / taps.sum()
+
+    def blur(x):  # separable 'valid' Gaussian: one value per window inside the image
+        x = jax.vmap(lambda row: jnp.convolve(row, taps, mode="valid"))(x)
+        return jax.vmap(lambda col: jnp.convolve(col, taps, mode="valid"), 1, 1)(x)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
+             / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+    return index.mean()
+
+
+def colour_statistics(image: Any) -> tuple[jax.Array, jax.Array]:
+    """(mean (3,), population covariance (3, 3)) of an RGB image's pixels."""
+    pixels = _as_rgb("image", image).reshape(-1, 3)
+    mean = pixels.mean(axis=0)
+    centred = pixels - mean
+    return mean, centred.T @ centred / pixels.shape[0]
+
+
+def _psd_sqrt(matrix: jax.Array) -> jax.Array:
+    values, vectors = jnp.linalg.eigh(matrix)
+    return (vectors * jnp.sqrt(jnp.clip(values, 0.0))) @ vectors.T
+
+
+def colour_distance(a: Any, b: Any) -> jax.Array:
+    """2-Wasserstein distance between Gaussians fitted to two RGB images' pixel colours:
+    sqrt(|m_a - m_b|^2 + tr(S_a + S_b - 2 (S_b^1/2 S_a S_b^1/2)^1/2)), in [0, 1] RGB units."""
+    mean_a, cov_a = colour_statistics(a)
+    mean_b, cov_b = colour_statistics(b)
+    root_b = _psd_sqrt(cov_b)
+    cross = jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(root_b @ cov_a @ root_b), 0.0)).sum()
+    squared = jnp.sum((mean_a - mean_b) ** 2) + jnp.trace(cov_a) + jnp.trace(cov_b) - 2 * cross
+    return jnp.sqrt(jnp.clip(squared, 0.0))
+
+
+def tv_per_pixel(image: Any) -> jax.Array:
+    """Mean absolute difference between vertical neighbours plus that between horizontal
+    neighbours of an RGB (H, W, 3) image in [0, 1], over all channels (speckle raises it)."""
+    image = _as_rgb("image", image)
+    return (jnp.abs(image[1:] - image[:-1]).mean() + jnp.abs(image[:, 1:] - image[:, :-1]).mean())
+
+
+def match_colours(image: Any, target: Any, eps: float = 1e-3) -> np.ndarray:
+    """`image` with its pixel colours mapped to `target`'s mean and covariance by the linear
+    optimal-transport map between the two Gaussians, clipped to [0, 1] (H, W, 3)."""
+    mean_i, cov_i = colour_statistics(image)
+    mean_t, cov_t = colour_statistics(target)
+    # A grey image's covariance has rank 1: add eps x its mean variance to the diagonal.
+    cov_i = cov_i + (eps * jnp.trace(cov_i) / 3 + 1e-8) * jnp.eye(3)
+    root = _psd_sqrt(cov_i)
+    inverse_root = jnp.linalg.inv(root)
+    transport = inverse_root @ _psd_sqrt(root @ cov_t @ root) @ inverse_root
+    mapped = (jnp.asarray(image, jnp.float32) - mean_i) @ transport.T + mean_t
+    return np.asarray(jnp.clip(mapped, 0.0, 1.0))
+
+
+def quality(result: Any, content: Any, style: Any) -> dict[str, float]:
+    """The pixel-space measures of a transfer next to their yardsticks: SSIM of the grey
+    result (and of the grey style) with the grey content; the colour distance of the result
+    (and of the content) to the style; TV per pixel of the result, the content, the style."""
+    result, content, style = (np.asarray(_as_rgb(name, x)) for name, x in
+                              (("result", result), ("content", content), ("style", style)))
+    grey_content = grey(content)
+    return {
+        "ssim": float(ssim(grey(result), grey_content)),
+        "ssim_style": float(ssim(grey(style), grey_content)),
+        "colour": float(colour_distance(result, style)),
+        "colour_content": float(colour_distance(content, style)),
+        "tv": float(tv_per_pixel(result)),
+        "tv_content": float(tv_per_pixel(content)),
+        "tv_style": float(tv_per_pixel(style)),
+    }
+
+
+def criteria(measures: Mapping[str, float], style_ratio: float,
+             content_ratio: float) -> dict[str, bool]:
+    """Issue 34's "done when" per pair, from `quality`'s measures and the two cost ratios."""
+    return {
+        "style_ratio": style_ratio <= MAX_STYLE_RATIO,
+        "content_ratio": content_ratio <= MAX_CONTENT_RATIO,
+        "ssim": measures["ssim"] >= MIN_SSIM_FACTOR * measures["ssim_style"],
+        "colour": measures["colour"] <= MAX_COLOUR_FACTOR * measures["colour_content"],
+        "tv": measures["tv"] <= MAX_TV_FACTOR * max(measures["tv_content"],
+                                                    measures["tv_style"]),
+    }

@@ -288,3 +288,131 @@ def test_experiment_refuses_bad_images_and_missing_weights(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="launch.sh setup.*--vgg_weights.*--allow_random"):
         experiment.feature_net(None, allow_random=False)
     assert not experiment.feature_net(None, allow_random=True).pretrained
+
+
+# --- the pixel-space quality measures (issue 34) -----------------------------------------
+
+
+def _smooth_rgb(seed: int, shape=(40, 48)) -> np.ndarray:
+    """A random RGB picture with structure at several scales, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(size=(-(-shape[0] // 8), -(-shape[1] // 8), 3))
+    blocks = np.kron(coarse, np.ones((8, 8, 1)))[:shape[0], :shape[1]]
+    image = blocks + 0.2 * rng.uniform(size=(*shape, 3))
+    return (image / image.max()).astype(np.float32)
+
+
+def test_grey_and_ssim_match_scikit_image():
+    from skimage.color import rgb2gray
+    from skimage.metrics import structural_similarity
+
+    a, b = _smooth_rgb(0), _smooth_rgb(1)
+    grey_a, grey_b = rgb2gray(a), rgb2gray(b)
+    np.testing.assert_allclose(style.grey(a), grey_a, atol=1e-6)
+    for x, y in ((grey_a, grey_b), (grey_a, 0.5 * grey_a + 0.3), (grey_a, grey_a)):
+        expected = structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, data_range=1.0)
+        assert float(style.ssim(x, y)) == pytest.approx(expected, abs=1e-5)
+    assert float(style.ssim(grey_a, grey_a)) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="grey images"):
+        style.ssim(grey_a, grey_b[:, :-1])
+
+
+def test_colour_distance_is_the_gaussian_2_wasserstein_formula():
+    from scipy.linalg import sqrtm
+
+    a, b = _smooth_rgb(2), _smooth_rgb(3) ** 2
+    pa, pb = a.reshape(-1, 3).astype(np.float64), b.reshape(-1, 3).astype(np.float64)
+    ma, mb = pa.mean(0), pb.mean(0)
+    ca, cb = np.cov(pa.T, bias=True), np.cov(pb.T, bias=True)
+    root_b = sqrtm(cb).real
+    expected = np.sqrt(np.sum((ma - mb) ** 2) + np.trace(ca + cb - 2 * sqrtm(
+        root_b @ ca @ root_b).real))
+    assert float(style.colour_distance(a, b)) == pytest.approx(expected, rel=1e-3)
+    # a colour shift d moves the mean only: the distance is |d|
+    shift = np.array([0.1, -0.05, 0.02], np.float32)
+    assert float(style.colour_distance(a, a + shift)) == pytest.approx(
+        np.linalg.norm(shift), rel=1e-2)
+    assert float(style.colour_distance(a, a)) == pytest.approx(0.0, abs=2e-3)
+
+
+def test_tv_per_pixel_matches_a_loop():
+    image = _smooth_rgb(4, (9, 11))
+    h, w, c = image.shape
+    dy = sum(abs(float(image[i + 1, j, k]) - float(image[i, j, k]))
+             for i in range(h - 1) for j in range(w) for k in range(c)) / ((h - 1) * w * c)
+    dx = sum(abs(float(image[i, j + 1, k]) - float(image[i, j, k]))
+             for i in range(h) for j in range(w - 1) for k in range(c)) / (h * (w - 1) * c)
+    assert float(style.tv_per_pixel(image)) == pytest.approx(dy + dx, rel=1e-5)
+
+
+def test_match_colours_takes_the_targets_mean_and_covariance():
+    rng = np.random.default_rng(5)
+    image = 0.4 + 0.2 * _smooth_rgb(5)  # in [0.4, 0.6]: the map does not clip
+    mix = np.array([[0.8, 0.1, 0.0], [0.2, 0.5, 0.1], [0.0, 0.3, 0.2]])
+    target = (0.3 + 0.1 * rng.normal(size=(30, 30, 3)) @ mix.T).clip(0, 1).astype(np.float32)
+    mapped = style.match_colours(image, target)
+    mean_m, cov_m = style.colour_statistics(mapped)
+    mean_t, cov_t = style.colour_statistics(target)
+    np.testing.assert_allclose(mean_m, mean_t, atol=1e-4)
+    np.testing.assert_allclose(cov_m, cov_t, rtol=0.01, atol=2e-5)
+    assert float(style.colour_distance(mapped, target)) < 0.02
+
+
+def test_criteria_apply_the_issue_thresholds():
+    measures = {"ssim": 0.4, "ssim_style": 0.2, "colour": 0.1, "colour_content": 0.2,
+                "tv": 0.15, "tv_content": 0.1, "tv_style": 0.05}
+    assert style.criteria(measures, 0.01, 0.5) == dict.fromkeys(
+        ("style_ratio", "content_ratio", "ssim", "colour", "tv"), True)
+    worse = {**measures, "ssim": 0.39, "colour": 0.11, "tv": 0.151}
+    assert style.criteria(worse, 0.0101, 0.51) == dict.fromkeys(
+        ("style_ratio", "content_ratio", "ssim", "colour", "tv"), False)
+
+
+# --- a tiny transfer: the starts and what the optimisation does ---------------------------
+
+
+def test_tiny_transfer_starts_and_lowers_the_style_cost(random_net):
+    content = _smooth_rgb(6, (32, 32))
+    style_image = 0.3 + 0.5 * _smooth_rgb(7, (32, 32))[..., ::-1]
+    kwargs = dict(net=random_net, content_layer="conv2_1", style_layers=["conv1_1", "conv2_1"],
+                  alpha=1.0, beta=1e7, steps=30, learning_rate=0.02)
+    starts = {}
+    for init in ("noise", "content", "colour"):
+        starts[init] = np.asarray(style.initial_image(
+            jnp.asarray(content)[None], init, jax.random.key(0),
+            style=jnp.asarray(style_image)[None])[0])
+    np.testing.assert_array_equal(starts["content"], content)
+    assert float(style.ssim(style.grey(starts["noise"]), style.grey(content))) < 0.1
+    assert float(style.colour_distance(starts["colour"], style_image)) < 0.2 * float(
+        style.colour_distance(content, style_image))
+    image, history = style.transfer(content, style_image, init="content", **kwargs)
+    assert history["content"][0] == 0.0  # it started at the content image
+    assert history["style"][-1] < 0.05 * history["style"][0]  # 0.013 measured
+    noisy_image, noisy = style.transfer(content, style_image, init="noise", **kwargs)
+    assert noisy["content"][0] > 0.0
+    # from the content image the result keeps more of its structure than from noise
+    kept = float(style.ssim(style.grey(image), style.grey(content)))
+    assert kept > 0.5 and kept > 2 * float(style.ssim(style.grey(noisy_image),
+                                                      style.grey(content)))
+
+
+def test_grid_pictures_and_pairs():
+    from experiments import style_grid
+    from experiments import style_transfer as experiment
+
+    camera = experiment.skimage_image("camera")  # grey, repeated over R, G, B
+    assert camera.shape == (512, 512, 3) and np.array_equal(camera[..., 0], camera[..., 2])
+    motorcycle = experiment.skimage_image("motorcycle_left")  # stereo_motorcycle's left view
+    assert motorcycle.shape == (500, 741, 3) and motorcycle.max() <= 1.0
+    with pytest.raises(ValueError, match="no bundled image 'nope'"):
+        experiment.skimage_image("nope")
+    pairs = style_grid.parse_pairs([f"{c}:{s}" for c, s in style_grid.PAIRS])
+    assert len(pairs) >= 12 and all(c != s for c, s in pairs)
+    assert {c for c, _ in pairs} == {"chelsea", "coffee", "motorcycle_left", "camera"}
+    assert {s for _, s in pairs} == {"hubble_deep_field", "retina", "brick", "gravel", "grass",
+                                     "coffee"}
+    with pytest.raises(ValueError, match="one picture as content and style"):
+        style_grid.parse_pairs(["coffee:coffee"])
+    with pytest.raises(ValueError, match="CONTENT:STYLE"):
+        style_grid.parse_pairs(["chelsea"])
