@@ -19,8 +19,10 @@ usage: ./launch.sh COMMAND [args]
                                  lists its flags, --show_config its config, --verbose logs)
   local-multi N SCRIPT [flags]   N processes on this machine joined by jax.distributed
   slurm [--dry-run] SCRIPT [flags]
-                                 srun over $NODES nodes x $TASKS_PER_NODE tasks
-                                 (env: NODES=1 TASKS_PER_NODE=1 GPUS_PER_TASK=1 PARTITION TIME)
+                                 sbatch a requeueing job: srun over $NODES nodes x
+                                 $TASKS_PER_NODE tasks, SIGTERM $SIGNAL_SECONDS before the kill
+                                 (env: NODES=1 TASKS_PER_NODE=1 GPUS_PER_TASK=1 PARTITION TIME
+                                 SIGNAL_SECONDS=120)
   tpu [--dry-run] TPU_NAME ZONE SCRIPT [flags]
                                  run on every worker of a TPU VM (gcloud ... ssh --worker=all)
 USAGE

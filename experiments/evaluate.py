@@ -39,7 +39,8 @@ def main(argv):
         config = _CONFIG.value or train.load_run_config(workdir)
         if _DATA.value:
             config.dataset = _DATA.value
-        step, metrics = train.evaluate_checkpoint(config, workdir, tasks.build)
+        step, metrics = train.evaluate_checkpoint(config, workdir, tasks.build,
+                                                  other_data=bool(_DATA.value))
     except FileNotFoundError as error:  # no run here: the message says what to do
         raise SystemExit(f"evaluate: {error}") from None
     except train.RunError as error:  # one line that says what to do, no traceback

@@ -148,6 +148,13 @@ def test_folder_of_new_people_alone_gives_the_same_figures(shared_data, tmp_path
         assert f"{method}_open_set_rejection" in inside
     for key, value in inside.items():
         assert outside[key] == pytest.approx(value, abs=1e-6), key
+    # The generic `evaluate --workdir=W --data=faces:DIR` path: the checkpoint is refused for
+    # another dataset unless the data was replaced on purpose, and then gives the same figures.
+    with pytest.raises(train.FingerprintMismatchError, match="differs in dataset"):
+        train.evaluate_checkpoint(other, workdir, faces_task.build)
+    _, restored = train.evaluate_checkpoint(other, workdir, faces_task.build, other_data=True)
+    for key, value in inside.items():
+        assert restored[key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_task_module_declares_every_key_and_rejects_bad_values():

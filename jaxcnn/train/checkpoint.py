@@ -196,9 +196,11 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True, *,
-                 fingerprint: dict[str, Any] | None = None, read_only: bool = False):
+                 fingerprint: dict[str, Any] | None = None, read_only: bool = False,
+                 ignore_keys: tuple[str, ...] = ()):
         self.directory = os.path.abspath(directory)
         self.fingerprint = fingerprint
+        self.ignore_keys = ignore_keys  # fingerprint keys not compared (see fingerprint.DATA_KEYS)
         self.read_only = read_only
         self._pending = 0  # the step of the last save started (async: maybe still writing)
         _quiet_disk_error_logs()
@@ -307,7 +309,8 @@ class Checkpointer:
         if stored is None:
             self._check_layout(step, abstract_state)
         else:
-            fingerprint_lib.check_fingerprint(self.directory, stored, self.fingerprint)
+            fingerprint_lib.check_fingerprint(self.directory, stored, self.fingerprint,
+                                              self.ignore_keys)
 
     def _try_step(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
         """(state, None) if `step` is usable, else (None, why). Another run's step raises."""

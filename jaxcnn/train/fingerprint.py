@@ -97,6 +97,12 @@ def run_fingerprint(program: Any) -> dict[str, Any]:
     })
 
 
+# The keys that name the data rather than shape the state: a finished run evaluated on other
+# data on purpose (`evaluate --data`) compares the rest (normalisation statistics included, so a
+# run that normalises its inputs is still refused on data with other statistics).
+DATA_KEYS = ("dataset",)
+
+
 def differing_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys whose values differ (or that only one of the fingerprints has), sorted."""
     return sorted(key for key in set(stored) | set(current)
@@ -134,8 +140,9 @@ def mismatch_error(checkpoint_dir: str, what: str, lines: list[str]) -> Fingerpr
 
 
 def check_fingerprint(checkpoint_dir: str, stored: dict[str, Any] | None,
-                      current: dict[str, Any]) -> None:
-    """Raise FingerprintMismatchError if `stored` (a checkpoint's) differs from `current`.
+                      current: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Raise FingerprintMismatchError if `stored` (a checkpoint's) differs from `current`
+    in a key other than `ignore`.
 
     Keys the stored fingerprint lacks were not recorded by the version that wrote it: they
     are not compared (with a warning), so older runs stay resumable.
@@ -146,7 +153,8 @@ def check_fingerprint(checkpoint_dir: str, stored: dict[str, Any] | None,
     if unrecorded:
         logging.warning("the checkpoints in %s do not record %s (written by an older version): "
                         "not compared", checkpoint_dir, ", ".join(unrecorded))
-    keys = [key for key in differing_keys(stored, current) if key not in unrecorded]
+    keys = [key for key in differing_keys(stored, current)
+            if key not in unrecorded and key not in ignore]
     if keys:
         lines = [describe_difference(key, stored.get(key, "<absent>"),
                                      current.get(key, "<absent>")) for key in keys]

@@ -106,7 +106,7 @@ def _this_process() -> dict[str, Any]:
     return {
         "host": socket.gethostname(), "pid": os.getpid(),
         "pid_start": _process_start_ticks(os.getpid()),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
     }
 

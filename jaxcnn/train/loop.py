@@ -25,7 +25,7 @@ from jaxcnn.train import lock as lock_lib
 from jaxcnn.train.checkpoint import Checkpointer, saved_steps
 from jaxcnn.train.config import check_keys, validate_config
 from jaxcnn.train.faults import fault_point
-from jaxcnn.train.fingerprint import run_fingerprint
+from jaxcnn.train.fingerprint import DATA_KEYS, run_fingerprint
 from jaxcnn.train.metrics import MetricWriter, Progress
 from jaxcnn.train.preemption import Preempted, SignalFlag, catch_signals
 from jaxcnn.train.program import Program, TaskBuilder, build_program
@@ -316,9 +316,14 @@ def _saved_config(program: Program, config: ml_collections.ConfigDict
 
 
 def restore_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder
+    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder,
+    other_data: bool = False,
 ) -> tuple[Program, int, TrainState]:
-    """(program, step, state) of the latest readable checkpoint in workdir/checkpoints."""
+    """(program, step, state) of the latest readable checkpoint in workdir/checkpoints.
+
+    `other_data`: config.dataset was replaced on purpose (evaluation on other data), so the
+    run's fingerprint is compared without the keys that only name the data.
+    """
     check_keys(config)
     validate_config(config)
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -328,7 +333,8 @@ def restore_checkpoint(
             f"--workdir={workdir} ...) or pass the workdir of a finished run")
     program = build_program(config, task)
     checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, async_save=False,
-                                read_only=True, fingerprint=run_fingerprint(program))
+                                read_only=True, fingerprint=run_fingerprint(program),
+                                ignore_keys=DATA_KEYS if other_data else ())
     try:
         step, state = checkpointer.restore_latest(program.abstract_state)
     finally:
@@ -339,10 +345,12 @@ def restore_checkpoint(
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder
+    config: ml_collections.ConfigDict, workdir: str, task: Task | TaskBuilder,
+    other_data: bool = False,
 ) -> tuple[int, dict[str, float]]:
-    """(step, eval metrics) of the latest readable checkpoint in workdir/checkpoints."""
-    program, step, state = restore_checkpoint(config, workdir, task)
+    """(step, eval metrics) of the latest readable checkpoint in workdir/checkpoints
+    (`other_data`: see restore_checkpoint)."""
+    program, step, state = restore_checkpoint(config, workdir, task, other_data)
     metrics = evaluate(program, state)
     check_eval_finite(program, state, metrics, step)
     return step, metrics
