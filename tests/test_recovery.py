@@ -299,6 +299,7 @@ def _kill_and_resume(tiny, workdir, steps, points):
     assert not (workdir / "checkpoints" / "corrupt").exists()  # a kill never corrupts
 
 
+@pytest.mark.slow  # 22 s; the default tier keeps test_train's real SIGKILL and resume
 def test_killed_six_times_at_random_points_ends_bit_identical(tiny, reference, tmp_path):
     points = _kill_points(random.Random(3), REFERENCE_STEPS, 6)
     assert {p.split(":")[0] for p in points} == {"step", "save", "write"}  # every kind

@@ -178,6 +178,10 @@ def test_a_tiny_table_prints_no_third_party_info_and_verbose_brings_it_back(tmp_
              if THIRD_PARTY_INFO.search(line)]
     assert noisy == []
     assert (tmp_path / "filter_sizes.md").exists()
+    # Each progress line names the table's run it belongs to ("[variant/seed] step 2/2 ...").
+    progress = [line for line in result.stderr.splitlines()
+                if re.search(r"\bstep \d+/\d+ ", line)]
+    assert progress and all(re.match(r"\[\S+/\S+\] step ", line) for line in progress), progress
     check = ("import sys; from absl import logging; from experiments import common, summary; "
              "common.parse_flags(sys.argv); import os; "
              "print(logging.get_verbosity(), os.environ['TF_CPP_MIN_LOG_LEVEL'])")

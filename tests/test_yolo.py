@@ -122,6 +122,7 @@ def test_grid_and_input_size_errors_name_the_fix():
     assert out.shape == (2, 6, 6, 3, 8)
 
 
+@pytest.mark.slow  # 25 s: a full ResNet-18 saved by torch and converted
 def test_trunk_starts_from_torchvision_weights_and_mismatches_are_named(tmp_path):
     torch = pytest.importorskip("torch")
     from benchmarks import torch_models

@@ -203,6 +203,9 @@ Trainer = Callable[[ml_collections.ConfigDict, Any, str, Any], RunResult]
 def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
                   model: Any = None) -> RunResult:
     """Train config.model (or `model`, a flax module) on `dataset` with train_and_evaluate."""
+    if not config.get("progress_label"):  # say which of the table's runs a progress line is
+        config = config.copy_and_resolve_references()
+        config.progress_label = os.path.join(*os.path.normpath(workdir).split(os.sep)[-2:])
     task = classification.make_task(train.resolve_platform(config), dataset, model=model)
     result = train.train_and_evaluate(config, workdir, task)
     return RunResult(dict(result.metrics), train_curve(workdir), result.steps_run,
