@@ -133,6 +133,7 @@ def _flipping_run(workdir, steps: int, flip: bool = True):
                                                                   dataset))
 
 
+@pytest.mark.slow  # 16 s; test_device_data's augmented resume stays in the default tier
 def test_device_transform_is_keyed_by_step_so_resuming_is_bit_identical(tmp_path):
     straight = _flipping_run(tmp_path / "straight", 4)
     _flipping_run(tmp_path / "resumed", 2)
