@@ -171,6 +171,16 @@ def load_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray, tupl
         return np.asarray(image, np.float32) / 255.0, original
 
 
+def _load_or_report(path: str, shown: str, image_size: tuple[int, int], counts: Counts,
+                    on_error: str, where: str = ""):
+    """load_image(path), or None after reporting it unreadable under `shown` (every reader)."""
+    try:
+        return load_image(path, image_size)
+    except (OSError, ValueError) as error:
+        _problem(counts, shown, f"unreadable image{where} ({error})", on_error)
+        return None
+
+
 def image_files(folder: str) -> list[str]:
     """Image paths under `folder` (recursively), sorted."""
     found = []
@@ -319,11 +329,11 @@ def read_voc_folder(
             if name not in names:
                 raise AnnotationError(f"{os.path.join(ann_dir, xml)}: unknown class {name!r}; "
                                       f"declared names: {', '.join(names)}")
-        try:
-            image, (height, width) = load_image(os.path.join(image_dir, image_file), image_size)
-        except (OSError, ValueError) as error:
-            _problem(counts, image_file, f"unreadable image ({error})", on_error)
+        loaded = _load_or_report(os.path.join(image_dir, image_file), image_file, image_size,
+                                 counts, on_error)
+        if loaded is None:
             continue
+        image, (height, width) = loaded
         if shape is not None and shape != (height, width):
             _problem(counts, xml, f"size {shape[1]}x{shape[0]} disagrees with the image "
                      f"{image_file} ({width}x{height})", on_error)
@@ -418,12 +428,10 @@ def read_yolo_images(
         if bad:
             _problem(counts, shown, "relative " + bad, on_error)
             continue
-        try:
-            image, _ = load_image(path, image_size)
-        except (OSError, ValueError) as error:
-            _problem(counts, os.path.relpath(path, base), f"unreadable image ({error})",
-                     on_error)
+        loaded = _load_or_report(path, os.path.relpath(path, base), image_size, counts, on_error)
+        if loaded is None:
             continue
+        image = loaded[0]
         counts.unlabelled += text is None
         kept.append((os.path.relpath(path, base), image,
                      corners_to_relative(corners[keep], 1.0, 1.0), classes[keep]))
@@ -600,11 +608,11 @@ def read_coco(
                 raise AnnotationError(f"{annotation_file}: annotation {ann['id']} of {file} has "
                                       f"unknown category_id {ann['category_id']}; categories: "
                                       f"{cat_ids}")
-        try:
-            image, (height, width) = load_image(os.path.join(image_dir, file), image_size)
-        except (OSError, ValueError) as error:
-            _problem(counts, file, f"unreadable image in {image_dir} ({error})", on_error)
+        loaded = _load_or_report(os.path.join(image_dir, file), file, image_size, counts,
+                                 on_error, where=f" in {image_dir}")
+        if loaded is None:
             continue
+        image, (height, width) = loaded
         if (info.get("height"), info.get("width")) not in ((height, width), (None, None)):
             _problem(counts, file, f"listed as {info.get('width')}x{info.get('height')}, the "
                      f"image is {width}x{height}", on_error)
