@@ -93,8 +93,7 @@ KEY_HELP: dict[str, str] = {
     "dtype": "compute dtype: float32 | bfloat16 | float16 (params and loss stay float32)",
     "conv_impl": "convolution/max-pool kernels: auto or a name of jaxcnn.kernels.KERNELS",
     "seed": "seed of initialisation, shuffling, augmentation and dropout",
-    "data_workers": "host processes preparing train batches (Grain); 0: a background thread; "
-                    "any count reads the same batches",
+    "data_workers": "host processes preparing train batches (Grain); 0: one thread; same batches",
     "log_every_steps": "write metrics and a progress line every this many steps",
     "eval_every_steps": "evaluate every this many steps; None: at the end only",
     "checkpoint_every_steps": "save a checkpoint every this many steps (and at the end)",
