@@ -7,7 +7,7 @@ split sizes, mean/std, resumable `train_batches`, padded and masked `eval_batche
 from __future__ import annotations
 
 from jaxcnn.data.arrays import ArrayDataset, augment_batch, pad_to, to_float_images
-from jaxcnn.data.base import Dataset, prefetch
+from jaxcnn.data.base import Dataset
 from jaxcnn.data.detection import (
     DETECTION_SPECS,
     AnnotationError,
@@ -31,7 +31,7 @@ __all__ = [
     "DeviceImageDataset", "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "embedded_mnist",
     "get_dataset", "get_detection_dataset", "is_detection_spec", "load_coco",
     "load_detection_folder", "load_device_dataset", "load_image_folder", "load_npz",
-    "load_yolo_yaml", "localization_targets", "pad_to", "prefetch", "read_image_folder",
+    "load_yolo_yaml", "localization_targets", "pad_to", "read_image_folder",
     "synthetic_scenes", "to_float_images",
 ]
 

@@ -1,9 +1,9 @@
-"""In-memory image datasets with deterministic, resumable, per-host batching."""
+"""In-memory image datasets: batch k of epoch e a pure function of (seed, e, k), read by Grain."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def augment_batch(images: np.ndarray, kind: str, rng: np.random.Generator) -> np
 
 
 @dataclasses.dataclass(frozen=True)
-class ArrayDataset(base.InMemorySplits):
+class ArrayDataset(base.InMemorySplits, base.StepBatches):
     """Train/test arrays in memory; batch k of epoch e is a pure function of (seed, e, k)."""
 
     name: str
@@ -135,29 +135,15 @@ class ArrayDataset(base.InMemorySplits):
     def batch_keys(self) -> tuple[str, ...]:
         return ("image", "label")
 
-    def train_batches(
-        self, global_batch: int, *, seed: int, start_step: int = 0,
-        process_index: int = 0, process_count: int = 1,
-    ) -> Iterator[Batch]:
-        """Endless local batches from `start_step` on; each host yields its slice."""
-        for epoch, index, rows in base.train_rows(
-                global_batch, self.num_train, seed=seed, start_step=start_step,
-                process_index=process_index, process_count=process_count):
-            rng = np.random.default_rng([seed, epoch, index, process_index, 1])
-            yield {
-                "image": augment_batch(self.x_train[rows], self.augment, rng),
-                "label": self.y_train[rows].astype(np.int32),
-            }
+    def train_batch(self, global_batch: int, seed: int, step: int, *, process_index: int = 0,
+                    process_count: int = 1) -> Batch:
+        """Train batch `step`: this host's rows of the epoch's permutation, augmented."""
+        epoch, index, rows = base.step_rows(global_batch, self.num_train, seed=seed, step=step,
+                                            process_index=process_index,
+                                            process_count=process_count)
+        rng = np.random.default_rng([seed, epoch, index, process_index, 1])
+        return {"image": augment_batch(self.x_train[rows], self.augment, rng),
+                "label": self.y_train[rows].astype(np.int32)}
 
-    def eval_batches(
-        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
-    ) -> Iterator[Batch]:
-        """Every test example once; the last batch is padded and `mask` marks real rows."""
-        for rows, mask in base.eval_rows(global_batch, self.num_eval,
-                                         process_index=process_index,
-                                         process_count=process_count):
-            local = len(mask)
-            yield {"image": base.pad_rows(self.x_test[rows], local),
-                   "label": base.pad_rows(self.y_test[rows].astype(np.int32), local),
-                   "index": base.pad_rows(rows.astype(np.int32), local),
-                   "mask": mask}
+    def eval_examples(self, rows: np.ndarray) -> Batch:
+        return {"image": self.x_test[rows], "label": self.y_test[rows].astype(np.int32)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ TargetsFn = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
-class DetectionDataset(base.InMemorySplits):
+class DetectionDataset(base.InMemorySplits, base.StepBatches):
     """Images with padded boxes; batch k of epoch e is a pure function of (seed, e, k)."""
 
     name: str
@@ -100,37 +100,30 @@ class DetectionDataset(base.InMemorySplits):
         empty = np.zeros((0, *self.boxes_train.shape[1:]), np.float32)
         return tuple(self._batch(self.x_train[:0], empty, self.classes_train[:0]))
 
-    def train_batches(
-        self, global_batch: int, *, seed: int, start_step: int = 0,
-        process_index: int = 0, process_count: int = 1,
-    ) -> Iterator[Batch]:
-        """Endless local batches from `start_step` on; each host yields its slice."""
-        for epoch, index, rows in base.train_rows(
-                global_batch, self.num_train, seed=seed, start_step=start_step,
-                process_index=process_index, process_count=process_count):
-            images, boxes = self.x_train[rows], self.boxes_train[rows].copy()
-            if self.augment == "flip":
-                flip = np.random.default_rng([seed, epoch, index, process_index, 1]).random(
-                    len(rows)) < 0.5
-                images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
-                boxes[..., 0] = np.where(flip[:, None], 1.0 - boxes[..., 0], boxes[..., 0])
-            yield self._batch(images, boxes, self.classes_train[rows])
+    def train_batch(self, global_batch: int, seed: int, step: int, *, process_index: int = 0,
+                    process_count: int = 1) -> Batch:
+        """Train batch `step`: this host's rows of the epoch's permutation, flipped at random."""
+        epoch, index, rows = base.step_rows(global_batch, self.num_train, seed=seed, step=step,
+                                            process_index=process_index,
+                                            process_count=process_count)
+        images, boxes = self.x_train[rows], self.boxes_train[rows].copy()
+        if self.augment == "flip":
+            flip = np.random.default_rng([seed, epoch, index, process_index, 1]).random(
+                len(rows)) < 0.5
+            images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+            boxes[..., 0] = np.where(flip[:, None], 1.0 - boxes[..., 0], boxes[..., 0])
+        return self._batch(images, boxes, self.classes_train[rows])
 
-    def eval_batches(
-        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
-    ) -> Iterator[Batch]:
-        """Every test image once; the last batch is padded and `mask` marks real rows."""
-        for rows, mask in base.eval_rows(global_batch, self.num_eval,
-                                         process_index=process_index,
-                                         process_count=process_count):
-            local = len(mask)
-            classes = np.full((local, self.classes_test.shape[1]), -1, np.int32)
-            classes[:len(rows)] = self.classes_test[rows]
-            batch = self._batch(base.pad_rows(self.x_test[rows], local),
-                                base.pad_rows(self.boxes_test[rows], local), classes)
-            batch["index"] = base.pad_rows(rows.astype(np.int32), local)
-            batch["mask"] = mask
-            yield batch
+    def eval_batch(self, global_batch: int, number: int, *, process_index: int = 0,
+                   process_count: int = 1) -> Batch:
+        """Padded eval batch `number` (padding: no objects, class -1), `index` and `mask`."""
+        rows, mask = base.eval_rows(global_batch, self.num_eval, number,
+                                    process_index=process_index, process_count=process_count)
+        local = len(mask)
+        batch = self._batch(base.pad_rows(self.x_test[rows], local),
+                            base.pad_rows(self.boxes_test[rows], local),
+                            base.pad_rows(self.classes_test[rows], local, fill=-1))
+        return {**batch, "index": base.pad_rows(rows.astype(np.int32), local), "mask": mask}
 
 
 def localization_targets(num_classes: int) -> TargetsFn:

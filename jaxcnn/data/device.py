@@ -17,7 +17,6 @@ import dataclasses
 import io
 import os
 import tarfile
-from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ CROP_PAD = 4  # pixels of zero padding around each image before the random crop
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DeviceImageDataset(data_base.InMemorySplits):
+class DeviceImageDataset(data_base.InMemorySplits, data_base.StepBatches):
     """uint8 NHWC train/test images and int32 labels, kept whole on the device."""
 
     name: str
@@ -79,25 +78,17 @@ class DeviceImageDataset(data_base.InMemorySplits):
     def batch_keys(self) -> tuple[str, ...]:
         return (data_base.INDEX,)
 
-    def train_batches(
-        self, global_batch: int, *, seed: int, start_step: int = 0,
-        process_index: int = 0, process_count: int = 1,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless {"index": int32[local]}: this host's rows of the epoch's permutation."""
-        for _, _, rows in data_base.train_rows(
-                global_batch, self.num_train, seed=seed, start_step=start_step,
-                process_index=process_index, process_count=process_count):
-            yield {data_base.INDEX: rows.astype(np.int32)}
+    def train_batch(self, global_batch: int, seed: int, step: int, *, process_index: int = 0,
+                    process_count: int = 1) -> dict[str, np.ndarray]:
+        """{"index": int32[local]}: this host's rows of train step `step`'s permutation slice."""
+        _, _, rows = data_base.step_rows(global_batch, self.num_train, seed=seed, step=step,
+                                         process_index=process_index,
+                                         process_count=process_count)
+        return {data_base.INDEX: rows.astype(np.int32)}
 
-    def eval_batches(
-        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """Every test row once as {"index", "mask"}; padding rows point at row 0, mask 0."""
-        for rows, mask in data_base.eval_rows(global_batch, self.num_eval,
-                                              process_index=process_index,
-                                              process_count=process_count):
-            yield {data_base.INDEX: data_base.pad_rows(rows.astype(np.int32), len(mask)),
-                   data_base.MASK: mask}
+    def eval_examples(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Only the rows (added as "index" by eval_batch); padding rows point at row 0."""
+        return {}
 
     def device_transform(self, batch: dict[str, jax.Array], rng: jax.Array,
                          train: bool) -> dict[str, jax.Array]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -231,7 +231,7 @@ def read_tfds_lfw(
 
 
 @dataclasses.dataclass(frozen=True)
-class IdentityDataset:
+class IdentityDataset(base.StepBatches):
     """Train people and (disjoint) evaluation people on the project's dataset protocol.
 
     Train batches hold `people_per_batch` (P) identities x `images_per_person` (K) images,
@@ -312,34 +312,22 @@ class IdentityDataset:
             rows.append(rng.choice(own, size=k, replace=len(own) < k))
         return np.concatenate(rows)
 
-    def train_batches(
-        self, global_batch: int, *, seed: int, start_step: int = 0,
-        process_index: int = 0, process_count: int = 1,
-    ) -> Iterator[Batch]:
-        """Endless P x K batches from `start_step` on; each host yields its slice of rows."""
-        local = base.local_batch_size(global_batch, process_count)
+    def check_train_batch(self, global_batch: int, process_count: int) -> None:
+        base.local_batch_size(global_batch, process_count)
         self.people_per_batch(global_batch)
-        step = start_step
-        while True:
-            rows = self.sample_rows(global_batch, seed, step)
-            rows = rows[process_index * local : (process_index + 1) * local]
-            rng = np.random.default_rng([seed, step, process_index, 1])
-            yield {"image": augment_faces(self.train.images[rows], self.augment, rng),
-                   "label": self.train.labels[rows].astype(np.int32)}
-            step += 1
 
-    def eval_batches(
-        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
-    ) -> Iterator[Batch]:
-        """Every evaluation image once, in order; padded, `mask` marks real rows, `index` rows."""
-        for rows, mask in base.eval_rows(global_batch, self.num_eval,
-                                         process_index=process_index,
-                                         process_count=process_count):
-            local = len(mask)
-            yield {"image": base.pad_rows(self.eval.images[rows], local),
-                   "label": base.pad_rows(self.eval.labels[rows], local),
-                   "index": base.pad_rows(rows.astype(np.int32), local),
-                   "mask": mask}
+    def train_batch(self, global_batch: int, seed: int, step: int, *, process_index: int = 0,
+                    process_count: int = 1) -> Batch:
+        """Train batch `step`: this host's slice of its P x K rows, augmented."""
+        local = base.local_batch_size(global_batch, process_count)
+        rows = self.sample_rows(global_batch, seed, step)
+        rows = rows[process_index * local : (process_index + 1) * local]
+        rng = np.random.default_rng([seed, step, process_index, 1])
+        return {"image": augment_faces(self.train.images[rows], self.augment, rng),
+                "label": self.train.labels[rows].astype(np.int32)}
+
+    def eval_examples(self, rows: np.ndarray) -> Batch:
+        return {"image": self.eval.images[rows], "label": self.eval.labels[rows]}
 
 
 def identity_dataset(

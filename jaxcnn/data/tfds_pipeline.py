@@ -226,9 +226,10 @@ class TFDSDataset:
 
     def train_batches(
         self, global_batch: int, *, seed: int, start_step: int = 0,
-        process_index: int = 0, process_count: int = 1,
+        process_index: int = 0, process_count: int = 1, workers: int = 0,
     ) -> Iterator[Batch]:
-        """Endless local batches from `start_step` on (skipping is done before decoding)."""
+        """Endless local batches from `start_step` on (skipping is done before decoding);
+        tf.data parallelises itself (AUTOTUNE), so `workers` is not used."""
         tf = _tf()
         local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.train_split, process_index, process_count, True)

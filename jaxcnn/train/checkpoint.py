@@ -1,9 +1,10 @@
 """Orbax checkpoints under workdir/checkpoints: atomic, checksummed, fingerprinted, kept K deep.
 
-Each step holds three items, committed together by Orbax's rename: `default` (the state),
-`checksum` (a SHA-256 of every array) and `fingerprint` (the run's, see fingerprint.py), so
-none can be lost without the step being incomplete; an incomplete or unreadable step is set
-aside like a corrupt one.
+Each step holds up to four items, committed together by Orbax's rename: `default` (the
+state), `checksum` (a SHA-256 of every array), `fingerprint` (the run's, see fingerprint.py)
+and `data` (the train-data iterator's Grain state, where the iterator has one), so none can
+be lost without the step being incomplete; an incomplete or unreadable step is set aside like
+a corrupt one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from jaxcnn.train.sharding import all_processes_agree
 STATE_ITEM = "default"  # the name a single-item manager used: older checkpoints stay readable
 CHECKSUM_ITEM = "checksum"
 FINGERPRINT_ITEM = "fingerprint"
+DATA_ITEM = "data"  # the train iterator's get_state(), restored with set_state()
 STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's record of the step, naming its items
 CORRUPT_DIR = "corrupt"
 
@@ -213,7 +215,8 @@ class Checkpointer:
         )
         handlers = {STATE_ITEM: ocp.StandardCheckpointHandler(),
                     CHECKSUM_ITEM: ocp.JsonCheckpointHandler(),
-                    FINGERPRINT_ITEM: ocp.JsonCheckpointHandler()}
+                    FINGERPRINT_ITEM: ocp.JsonCheckpointHandler(),
+                    DATA_ITEM: ocp.JsonCheckpointHandler()}
         try:
             self.manager = _retry_vanishing(lambda: ocp.CheckpointManager(
                 self.directory, options=options, item_handlers=handlers))
@@ -223,8 +226,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
-        """Save `state` as `step` (async if so configured) with its checksum and fingerprint."""
+    def save(self, step: int, state: Any, data: dict[str, Any] | None = None) -> None:
+        """Save `state` as `step` (async if so configured) with its checksum and fingerprint,
+        and `data`, the train iterator's state (JSON), when given."""
         if self.read_only:
             raise ValueError(f"Checkpointer({self.directory!r}) is read-only; cannot save")
         items = {STATE_ITEM: ocp.args.StandardSave(state),
@@ -232,6 +236,8 @@ class Checkpointer:
                      {"algorithm": "sha256", "arrays": array_checksums(state)})}
         if self.fingerprint is not None:
             items[FINGERPRINT_ITEM] = ocp.args.JsonSave(self.fingerprint)
+        if data is not None:
+            items[DATA_ITEM] = ocp.args.JsonSave(data)
         fault_point("save", step)
         self.wait()  # the previous async save: a full disk is reported with its own step
         with self._disk_errors(step):
@@ -272,6 +278,12 @@ class Checkpointer:
         if FINGERPRINT_ITEM in _items_of(os.path.join(self.directory, str(step))):
             return self._read_json_item(step, FINGERPRINT_ITEM)
         return fingerprint_lib.read_legacy(self.directory)
+
+    def data_state(self, step: int) -> dict[str, Any] | None:
+        """The train iterator state saved with `step` (None: saved without one)."""
+        if DATA_ITEM not in _items_of(os.path.join(self.directory, str(step))):
+            return None
+        return self._read_json_item(step, DATA_ITEM)
 
     def _restore_verified(self, step: int, target: Any) -> Any:
         """The state at `step`, its checksum verified (a pre-checksum checkpoint: warned)."""

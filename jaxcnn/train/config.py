@@ -50,6 +50,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.conv_impl = "auto"
 
     c.seed = 0
+    # Host processes preparing train batches (Grain mp_prefetch); 0: a thread of this process.
+    c.data_workers = 0
     c.log_every_steps = 50
     c.eval_every_steps = config_dict.placeholder(int)  # None: evaluate at the end only
     c.checkpoint_every_steps = 500
@@ -91,6 +93,7 @@ KEY_HELP: dict[str, str] = {
     "dtype": "compute dtype: float32 | bfloat16 | float16 (params and loss stay float32)",
     "conv_impl": "convolution/max-pool kernels: auto or a name of jaxcnn.kernels.KERNELS",
     "seed": "seed of initialisation, shuffling, augmentation and dropout",
+    "data_workers": "host processes preparing train batches (Grain); 0: one thread; same batches",
     "log_every_steps": "write metrics and a progress line every this many steps",
     "eval_every_steps": "evaluate every this many steps; None: at the end only",
     "checkpoint_every_steps": "save a checkpoint every this many steps (and at the end)",
@@ -266,6 +269,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.warmup_steps is None or (_is_int(config.warmup_steps)
                                          and config.warmup_steps >= 0),
          "warmup_steps", "None or an integer >= 0")
+    need(_is_int(config.get("data_workers")) and config.data_workers >= 0, "data_workers",
+         "an integer >= 0")
     num_classes = config.get("num_classes")
     need(num_classes is None or (_is_int(num_classes) and num_classes >= 2),
          "num_classes", "None (inferred) or an integer >= 2")

@@ -199,10 +199,12 @@ def _train_and_evaluate(config, workdir, task, signals: SignalFlag) -> TrainResu
     checkpointer = Checkpointer(ckpt_dir, config.keep_checkpoints, config.async_checkpoints,
                                 fingerprint=run_fingerprint(program))
     start_step, state = checkpointer.restore_latest(program.abstract_state)
+    data_state = None
     if state is None:
         start_step = 0
         state = program.init_state()
     else:
+        data_state = checkpointer.data_state(start_step)
         if is_main and config.progress:
             print(f"resuming from step {start_step} in {ckpt_dir}", flush=True)
     if is_main:
@@ -221,7 +223,7 @@ def _train_and_evaluate(config, workdir, task, signals: SignalFlag) -> TrainResu
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
         try:
-            state = _run(program, state, start_step, io)
+            state = _run(program, state, start_step, io, data_state)
             step = int(jax.device_get(state.step))  # the state evaluated, not train_steps
             final = evaluate(program, state)
             io.writer.write(step, "eval", final)
@@ -356,16 +358,34 @@ def evaluate_checkpoint(
     return step, metrics
 
 
-def _run(program: Program, state: TrainState, start_step: int, io: _RunIO) -> TrainState:
-    """The step loop: train, log, evaluate and checkpoint until program.total_steps."""
+def _run(program: Program, state: TrainState, start_step: int, io: _RunIO,
+         data_state: dict[str, Any] | None = None) -> TrainState:
+    """The step loop: train, log, evaluate and checkpoint until program.total_steps.
+
+    The train batches come from the dataset's iterator (Grain, config.data_workers host
+    processes); where it has a state, the checkpoint saves it and a resumed run restores it.
+    """
     config = program.config
-    batches = data_base.prefetch(program.task.dataset.train_batches(
+    batches = program.task.dataset.train_batches(
         config.batch_size, seed=config.seed, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count()), size=4)
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        workers=config.data_workers)
+    if data_state is not None and hasattr(batches, "set_state"):
+        if data_state.get("next_step", start_step) != start_step:
+            raise RunError(f"the checkpoint of step {start_step} in {io.ckpt_dir} holds a data "
+                           f"iterator state {data_state} of another step; it is damaged: move "
+                           "that step away to resume from the one before")
+        batches.set_state(data_state)
     try:
         return _steps(program, state, start_step, batches, io)
     finally:
         batches.close()
+
+
+def _iterator_state(batches) -> dict[str, Any] | None:
+    """The train iterator's Grain state (None for a plain iterator without one)."""
+    get_state = getattr(batches, "get_state", None)
+    return get_state() if get_state else None
 
 
 def _steps(program: Program, state: TrainState, start_step: int, batches, io: _RunIO
@@ -402,13 +422,13 @@ def _steps(program: Program, state: TrainState, start_step: int, batches, io: _R
         if done % config.checkpoint_every_steps == 0 or is_last:
             last_good = _check_finite(history, done - len(history), last_good, unverified,
                                       io.ckpt_dir)
-            io.checkpointer.save(done, state)
+            io.checkpointer.save(done, state, _iterator_state(batches))
             unverified = done
         signum = io.signals.stop_after(done, is_last)  # the same answer on every process
         if signum:
             if unverified != done:
                 _check_finite(history, done - len(history), last_good, unverified, io.ckpt_dir)
-                io.checkpointer.save(done, state)
+                io.checkpointer.save(done, state, _iterator_state(batches))
             fault_point("preempt_save", done)
             io.checkpointer.wait()
             io.checkpointer.verify(done, program.abstract_state)
