@@ -180,6 +180,21 @@ def test_notes_state_estimated_and_measured_wall_time_and_load(tmp_path):
                      r"the end", machine)
 
 
+def test_resumed_table_states_training_time_summed_over_invocations(tmp_path):
+    # Run "a" trained 100 s in an earlier session and 30 s now; "b" finished earlier (40 s).
+    runs = _table_runs("filter_sizes", "medium", tmp_path)
+    runs.plan({"a": 1.0, "b": 1.0})
+    harness.add_run_seconds(str(tmp_path / "a"), 100.0)
+    harness.add_run_seconds(str(tmp_path / "a"), 30.0)
+    harness.add_run_seconds(str(tmp_path / "b"), 40.0)
+    assert harness.run_seconds(str(tmp_path / "a")) == 130.0
+    assert harness.run_seconds(str(tmp_path / "never")) == 0.0
+    runs.results = [harness.RunResult({}, [], steps_run=4), harness.RunResult({}, [], 0)]
+    machine = runs.notes()[2]
+    assert "for 4 of the 20 training steps" in machine
+    assert machine.endswith("summed over every invocation that trained them: 2:50 (170 s)")
+
+
 def test_progress_eta_weights_runs_by_their_cost(tmp_path):
     spec = harness.Budget("train_steps=10")
     images, labels = np.zeros((4, 8, 8, 3), np.float32), np.arange(4, dtype=np.int32) % 2

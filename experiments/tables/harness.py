@@ -473,6 +473,8 @@ class Runs:
         started = time.perf_counter()
         result = self.trainer(run, self.dataset, os.path.join(self.runs_dir, name), module)
         seconds = time.perf_counter() - started
+        if result.steps_run:
+            add_run_seconds(os.path.join(self.runs_dir, name), seconds)
         if result.steps_run and name in self.costs:
             self.timed_work += self.costs[name] * result.steps_run / self.steps
             self.timed_seconds += seconds
@@ -524,7 +526,35 @@ class Runs:
         if len(ran) == len(self.results) and sum(ran) < steps * len(self.results):
             note += (f" for {sum(ran):,} of the {steps * len(self.results):,} training steps "
                      "(the rest were resumed from finished or interrupted runs in runs_dir)")
+            total = sum(run_seconds(os.path.join(self.runs_dir, name)) for name in self.costs)
+            if total:
+                note += (f"; the runs' training time summed over every invocation that trained "
+                         f"them: {duration(total)} ({total:.0f} s)")
         return what, how, note
+
+
+RUN_SECONDS_FILE = "train_seconds.json"
+
+
+def run_seconds(run_dir: str) -> float:
+    """Wall seconds spent training the run in `run_dir`, summed over every invocation (0 if
+    none recorded)."""
+    try:
+        with open(os.path.join(run_dir, RUN_SECONDS_FILE)) as f:
+            return float(json.load(f)["seconds"])
+    except FileNotFoundError:
+        return 0.0
+
+
+def add_run_seconds(run_dir: str, seconds: float) -> None:
+    """Add one invocation's training seconds to `run_dir`'s total (written atomically), so a
+    table resumed over several sessions states its whole training time."""
+    record = {"seconds": run_seconds(run_dir) + seconds}
+    os.makedirs(run_dir, exist_ok=True)
+    temporary = os.path.join(run_dir, RUN_SECONDS_FILE + ".tmp")
+    with open(temporary, "w") as f:
+        json.dump(record, f)
+    os.replace(temporary, os.path.join(run_dir, RUN_SECONDS_FILE))
 
 
 def converged_text(change: float | None, steps: int | None = None) -> str:
