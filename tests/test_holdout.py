@@ -104,3 +104,16 @@ def test_the_config_key_reaches_classification_and_detection(capsys):
     assert (scenes.num_train, scenes.num_eval) == (9, 1)  # the 3 test scenes are not used
     config.validation_fraction = 0.0
     assert detector.dataset_from_config(config, settings).num_eval == 3
+
+
+def test_raccoon_validation_images_are_32_of_its_160_training_images(shared_data):
+    spec = f"voc_folder:{shared_data}/raccoon"
+    whole = data.get_detection_dataset(spec, report=None)
+    carved = data.get_detection_dataset(spec, report=None, validation_fraction=0.2)
+    assert (whole.num_train, whole.num_eval) == (160, 40)
+    assert (carved.num_train, carved.num_eval) == (128, 32)
+    train = {image.tobytes() for image in whole.x_train}
+    test = {image.tobytes() for image in whole.x_test}
+    held = {image.tobytes() for image in carved.x_test}
+    assert held <= train and not held & test  # never a test image (one image is there twice)
+    assert held | {image.tobytes() for image in carved.x_train} == train
