@@ -416,3 +416,17 @@ def test_grid_pictures_and_pairs():
         style_grid.parse_pairs(["coffee:coffee"])
     with pytest.raises(ValueError, match="CONTENT:STYLE"):
         style_grid.parse_pairs(["chelsea"])
+
+
+def test_held_out_pairs_share_no_picture_with_the_grid():
+    from experiments import style_grid
+    from experiments import style_transfer as experiment
+
+    grid = {name for pair in style_grid.PAIRS for name in pair}
+    held_out = {name for pair in style_grid.HELD_OUT for name in pair}
+    assert len(style_grid.HELD_OUT) == 4 and not grid & held_out
+    # chelsea and cat are one photograph in scikit-image: neither may be held out
+    assert not {"cat", "chelsea"} & held_out
+    for name in held_out:  # each loads as RGB in [0, 1]
+        image = experiment.skimage_image(name)
+        assert image.ndim == 3 and image.shape[-1] == 3 and 0.0 <= image.min() <= image.max() <= 1.0
