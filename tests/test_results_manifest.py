@@ -224,6 +224,22 @@ def test_quick_set_reproduces(tmp_path):
     assert result.stdout.count("| yes |") >= 5
 
 
+@pytest.mark.slow  # one real entry (the LeNet-5 table, about 20 s) with a wrong recorded value
+def test_a_wrong_value_in_the_real_manifest_fails_the_check(tmp_path):
+    with open(MANIFEST) as f:
+        text = f.read()
+    assert text.count("recorded = 62006\n") == 1
+    wrong = tmp_path / "manifest.toml"
+    wrong.write_text(text.replace("recorded = 62006\n", "recorded = 62007\n"))
+    result = run_module("experiments.check_results", f"--manifest={wrong}",
+                        "--only=lenet5_table", f"--runs_dir={tmp_path / 'runs'}", check=False,
+                        timeout=600)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    assert ("| lenet5_table | LeNet-5 total parameters | 62007 | 62006 | 0 | OUTSIDE |"
+            in result.stdout)
+    assert "| lenet5_table | LeNet-5 CONV1 parameters | 456 | 456 | 0 | yes |" in result.stdout
+
+
 def test_read_figure_from_json_lines_csv_and_regex(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"jax": {"train_img_s": 10.0}}\n{"load_avg_end": 1}\n'
                                       '{"jax": {"train_img_s": 12.5}, "ratio_train": 0.9}\n')

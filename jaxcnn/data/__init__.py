@@ -21,6 +21,7 @@ from jaxcnn.data.detection import (
     synthetic_scenes,
 )
 from jaxcnn.data.device import DeviceImageDataset, load_device_dataset
+from jaxcnn.data.holdout import carve_validation, with_validation_split
 from jaxcnn.data.offline import embedded_mnist, load_image_folder, load_npz, read_image_folder
 from jaxcnn.data.tfds_pipeline import KNOWN_DATASETS, TFDSDataset
 
@@ -28,7 +29,8 @@ OFFLINE_DATASETS = ("embedded_mnist",)
 
 __all__ = [
     "DETECTION_SPECS", "AnnotationError", "ArrayDataset", "Dataset", "DetectionDataset",
-    "DeviceImageDataset", "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "embedded_mnist",
+    "DeviceImageDataset", "KNOWN_DATASETS", "TFDSDataset", "augment_batch", "carve_validation",
+    "embedded_mnist",
     "get_dataset", "get_detection_dataset", "is_detection_spec", "load_coco",
     "load_detection_folder", "load_device_dataset", "load_image_folder", "load_npz",
     "load_yolo_yaml", "localization_targets", "pad_to", "read_image_folder",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 
+@with_validation_split  # validation_fraction=f: a held-out share of train is the eval split
 def get_dataset(
     name: str, *, data_dir: str | None = None, image_size: tuple[int, int] | None = None,
     augment: str | None = None, download: bool = False, num_classes: int | None = None,
@@ -46,6 +49,8 @@ def get_dataset(
     yolo_yaml:, coco:, synthetic_scenes; -> get_detection_dataset) or a TFDS name.
 
     `num_classes`, when given, is checked against the data (and fixes an npz's class count).
+    `validation_fraction` (jaxcnn.data.holdout): that share of the training split, held out
+    per class (by image for detection), replaces the eval split.
     TensorFlow is imported only for TFDS names.
     """
     size = tuple(image_size) if image_size else None

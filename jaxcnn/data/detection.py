@@ -30,6 +30,7 @@ from jaxcnn.data.detection_formats import (  # noqa: F401  (re-exported)
     read_yolo_folder,
     read_yolo_yaml,
 )
+from jaxcnn.data.holdout import with_validation_split
 
 Batch = base.Batch
 
@@ -545,6 +546,7 @@ def is_detection_spec(name: str) -> bool:
         ("voc/", "voc_folder:", "yolo_folder:", "yolo_yaml:", "coco:")))
 
 
+@with_validation_split  # validation_fraction=f: a held-out share of train is the eval split
 def get_detection_dataset(
     name: str, *, image_size: tuple[int, int] | None = None, data_dir: str | None = None,
     targets_fn: TargetsFn | None = None, num_train: int = 2000, num_test: int = 500,

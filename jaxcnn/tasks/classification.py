@@ -19,7 +19,8 @@ def dataset_from_config(config: ml_collections.ConfigDict) -> data.Dataset:
     """The dataset config.dataset names (TFDS, embedded_mnist, npz:PATH, folder:PATH)."""
     return data.get_dataset(
         config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-        augment=config.augment, download=config.download, num_classes=config.get("num_classes"))
+        augment=config.augment, download=config.download, num_classes=config.get("num_classes"),
+        validation_fraction=config.get("validation_fraction", 0.0))
 
 
 def make_task(config: ml_collections.ConfigDict, dataset: Any,

@@ -89,7 +89,8 @@ def dataset_from_config(config: ml_collections.ConfigDict, settings: Any) -> Det
         config.dataset, image_size=config.image_size, data_dir=config.data_dir,
         class_names=tuple(settings.class_names) or None, augment=config.augment or "flip",
         download=config.download, num_train=settings.synthetic_train,
-        num_test=settings.synthetic_test)
+        num_test=settings.synthetic_test,
+        validation_fraction=config.get("validation_fraction", 0.0))
     if dataset.num_train == 0 or dataset.num_eval == 0:
         raise ValueError(f"detection dataset {config.dataset!r} has {dataset.num_train} train and "
                          f"{dataset.num_eval} test images; both splits need images")

@@ -28,6 +28,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.image_size = config_dict.placeholder(tuple)  # (H, W); None keeps the native size
     c.augment = config_dict.placeholder(str)  # none | flip | crop_flip | inception_crop
     c.normalize = True  # subtract the dataset's per-channel mean, divide by its std
+    c.validation_fraction = 0.0  # > 0: a held-out share of train replaces the eval split
 
     c.batch_size = 128  # global, over all devices and hosts
     c.eval_batch_size = 500
@@ -75,6 +76,8 @@ KEY_HELP: dict[str, str] = {
     "image_size": "(height, width) the images are resized to; None keeps the native size",
     "augment": "none | flip | crop_flip | inception_crop; None: the dataset's default",
     "normalize": "subtract the dataset's per-channel mean and divide by its std",
+    "validation_fraction": "in (0, 1): evaluate on this seeded share of train, held out "
+                           "(to choose settings); 0: the test split",
     "batch_size": "global training batch, over all devices and hosts",
     "eval_batch_size": "global evaluation batch (the last one is padded and masked)",
     "train_epochs": "training length in epochs (ignored when train_steps is set)",
