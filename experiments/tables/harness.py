@@ -527,7 +527,7 @@ class Runs:
             note += (f" for {sum(ran):,} of the {steps * len(self.results):,} training steps "
                      "(the rest were resumed from finished or interrupted runs in runs_dir)")
             total = sum(run_seconds(os.path.join(self.runs_dir, name)) for name in self.costs)
-            if total:
+            if total >= 1.0:  # runs trained before train_seconds.json existed record none
                 note += (f"; the runs' training time summed over every invocation that trained "
                          f"them: {duration(total)} ({total:.0f} s)")
         return what, how, note
