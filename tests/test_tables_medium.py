@@ -3,8 +3,10 @@ and a tiny variant of the medium settings trained through the loop on an image f
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -195,6 +197,40 @@ def test_resumed_table_states_training_time_summed_over_invocations(tmp_path):
     assert machine.endswith("summed over every invocation that trained them: 2:50 (170 s)")
 
 
+def _write_record(run_dir, config, step, top1):
+    os.makedirs(run_dir)
+    (run_dir / "config.json").write_text(config.to_json_best_effort())
+    (run_dir / "final_metrics.json").write_text(json.dumps({"step": step, "top1": top1}))
+    lines = [{"step": s, "split": "train", "loss": 2.0 / s, "accuracy": 0.1 * s}
+             for s in (5, 10)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_a_finished_runs_record_is_reused_without_its_checkpoints(tmp_path):
+    calls = []
+    runs = _table_runs("filter_sizes", "medium", tmp_path)
+    runs.trainer = _fake_trainer(calls)
+    runs.config.progress = False
+    config = runs.config.copy_and_resolve_references()
+    config.model, config.model_kwargs, config.seed = "lenet5", {}, 0
+    config.progress_label, config.log_every_steps = "elsewhere", 1  # neutral keys may differ
+    _write_record(tmp_path / "done", config, 10, 0.75)
+    result = runs.train("done", "lenet5", seed=0)
+    assert calls == [] and result.metrics == {"top1": 0.75} and result.steps_run == 0
+    assert result.curve == [(5, 0.5), (10, 1.0)] and result.loss_curve == [(5, 0.4), (10, 0.2)]
+    # Stopped short of the 10 steps, or trained at another learning rate: trained again.
+    short = config.copy_and_resolve_references()
+    _write_record(tmp_path / "short", short, 9, 0.75)
+    other = config.copy_and_resolve_references()
+    other.learning_rate = 0.5
+    _write_record(tmp_path / "other", other, 10, 0.75)
+    assert harness.record_mismatch(str(tmp_path / "other"), runs.config) == [
+        f"learning_rate: 0.5 -> {runs.config.learning_rate!r}"]
+    for name in ("short", "other"):
+        assert runs.train(name, "lenet5", seed=0).metrics == {"top1": 0.6}
+    assert calls == [("short", 0), ("other", 0)]
+
+
 def test_progress_eta_weights_runs_by_their_cost(tmp_path):
     spec = harness.Budget("train_steps=10")
     images, labels = np.zeros((4, 8, 8, 3), np.float32), np.arange(4, dtype=np.int32) % 2
@@ -274,6 +310,8 @@ def test_medium_tiny_trains_through_the_loop_and_resumes(tmp_path):
     assert sorted(os.listdir(runs_dir)) == ["3x3_3x3_seed0", "3x3_3x3_seed1"]
     assert table.notes[0].startswith("verdict: budget too small for a verdict")
     assert "4 steps of batch 8" in " ".join(table.notes)
+    for run in os.listdir(runs_dir):  # a fresh checkout keeps only the runs' records
+        shutil.rmtree(os.path.join(runs_dir, run, "checkpoints"))
     again = filter_sizes.filter_sizes_table("medium_tiny", runs_dir, **kwargs)
     assert again.rows[0]["top1"] == pytest.approx(row["top1"])
     assert "for 0 of the 8 training steps" in again.notes[-2]

@@ -199,6 +199,47 @@ class RunResult:
 # (config, dataset, workdir, flax module or None for config.model) -> RunResult
 Trainer = Callable[[ml_collections.ConfigDict, Any, str, Any], RunResult]
 
+# Config keys that change when or where a run reports, not what it computes: a finished run's
+# record is reused whatever these say.
+RECORD_NEUTRAL_KEYS = frozenset({
+    "conv_impl", "data_workers", "data_dir", "download", "log_every_steps", "eval_every_steps",
+    "checkpoint_every_steps", "keep_checkpoints", "async_checkpoints", "progress",
+    "progress_label", "tensorboard"})
+# What a finished run leaves besides its checkpoints; results/*/runs/ keeps only these in git,
+# so a table resumed on another machine (or after its checkpoints are deleted) retrains nothing.
+RECORD_FILES = ("final_metrics.json", "metrics.jsonl", "config.json", "train_seconds.json")
+
+
+def _json_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return json.loads(config.to_json_best_effort())
+
+
+def record_mismatch(run_dir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """The keys of `config` (the result-shaping ones) whose value run_dir/config.json differs
+    on, as 'key: recorded -> now'; empty when the recorded run is this config's."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        recorded = json.load(f)
+    missing = object()
+    return [f"{key}: {recorded.get(key, '(absent)')!r} -> {value!r}"
+            for key, value in _json_config(config).items()
+            if key not in RECORD_NEUTRAL_KEYS and recorded.get(key, missing) != value]
+
+
+def finished_record(run_dir: str, config: ml_collections.ConfigDict,
+                    steps: int) -> RunResult | None:
+    """The RunResult (steps_run 0) a run of `config` that finished all `steps` recorded in
+    run_dir (final_metrics.json, metrics.jsonl, config.json); None when there is no such
+    record, it stopped short, or it was trained with other settings."""
+    paths = [os.path.join(run_dir, name) for name in RECORD_FILES[:3]]
+    if not all(os.path.exists(path) for path in paths):
+        return None
+    with open(paths[0]) as f:
+        final = json.load(f)
+    if final.get("step") != steps or record_mismatch(run_dir, config):
+        return None
+    metrics = {key: float(value) for key, value in final.items() if key != "step"}
+    return RunResult(metrics, train_curve(run_dir), 0, train_curve(run_dir, "loss"))
+
 
 def train_variant(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
                   model: Any = None) -> RunResult:
@@ -471,10 +512,16 @@ class Runs:
         if run.progress:
             print(self.progress_line(name), flush=True)
         started = time.perf_counter()
-        result = self.trainer(run, self.dataset, os.path.join(self.runs_dir, name), module)
+        run_dir = os.path.join(self.runs_dir, name)
+        result = finished_record(run_dir, run, self.steps)
+        if result is None:
+            result = self.trainer(run, self.dataset, run_dir, module)
+        elif run.progress:
+            print(f"[{self.table}] {name}: reusing its finished run's record in {run_dir}",
+                  flush=True)
         seconds = time.perf_counter() - started
         if result.steps_run:
-            add_run_seconds(os.path.join(self.runs_dir, name), seconds)
+            add_run_seconds(run_dir, seconds)
         if result.steps_run and name in self.costs:
             self.timed_work += self.costs[name] * result.steps_run / self.steps
             self.timed_seconds += seconds
