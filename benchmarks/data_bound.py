@@ -30,6 +30,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (pa
 _STEPS = flags.DEFINE_integer("steps", 100, "training steps of each run")
 _WINDOW = flags.DEFINE_integer("window", 50, "log window (steps); the last one is reported")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "alternating rounds (real, repeated)")
+_OTHER = flags.DEFINE_string("other", None, "config overrides 'k=v,...' of a third run in each "
+                             "round (e.g. \"dataset='device:PATH'\" beside a folder: dataset)")
 
 
 class RepeatedBatch:
@@ -87,10 +89,14 @@ def main(argv):
     config.eval_every_steps = None
     config.progress = False
     config.tensorboard = False
-    results = {"real": [], "repeated": []}
+    variants = {"real": (config, False), "repeated": (config, True)}
+    if _OTHER.value:
+        variants["other"] = (train.override(config.copy_and_resolve_references(), _OTHER.value),
+                             False)
+    results = {name: [] for name in variants}
     for index in range(_ROUNDS.value):
-        for name in ("real", "repeated"):
-            results[name].append(run(config, name == "repeated"))
+        for name, (variant, repeated) in variants.items():
+            results[name].append(run(variant, repeated))
             print(f"round {index + 1} {name}: {results[name][-1]}", flush=True)
     print(f"load {os.getloadavg()}")
     for name, rows in results.items():
@@ -99,11 +105,12 @@ def main(argv):
         each = ", ".join(f"{r:.0f}" for r in rates)
         print(f"{name:9s} img/s {statistics.mean(rates):7.1f} (each {each})"
               f"  data_wait_fraction {', '.join(f'{w:.3f}' for w in waits)}")
-    real = [row["img_s"] for row in results["real"]]
     rep = [row["img_s"] for row in results["repeated"]]
-    ratios = [a / b for a, b in zip(real, rep, strict=True)]
-    print(f"real / repeated img/s per round: {', '.join(f'{r:.3f}' for r in ratios)} "
-          f"(mean {statistics.mean(ratios):.3f})")
+    for name in results:
+        if name != "repeated":
+            ratios = [row["img_s"] / b for row, b in zip(results[name], rep, strict=True)]
+            print(f"{name} / repeated img/s per round: {', '.join(f'{r:.3f}' for r in ratios)} "
+                  f"(mean {statistics.mean(ratios):.3f})")
 
 
 if __name__ == "__main__":
