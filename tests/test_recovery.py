@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT, run_module
+from runs import assert_same_run, steps_on_disk, train_two_processes
 from test_train import LENET_CONFIG, read_metrics
 
 from jaxcnn import tasks, train
@@ -70,30 +71,13 @@ def _copy(workdir, tmp_path):
     return target
 
 
-def _steps_on_disk(workdir):
-    return sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
-
-
 def _files(directory):
     return sorted(os.path.relpath(os.path.join(root, name), directory)
                   for root, _, names in os.walk(directory) for name in names)
 
 
 def _assert_same_run(workdir, reference, steps=REFERENCE_STEPS):
-    """Bit-identical final state (every array, its checksum), final metrics and losses."""
-    ours = train.Checkpointer(str(workdir / "checkpoints"), read_only=True)
-    theirs = train.Checkpointer(str(reference / "checkpoints"), read_only=True)
-    assert ours.latest_step() == theirs.latest_step() == steps
-    a, b = ours.restore_arrays(), theirs.restore_arrays()
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert train.checkpoint.array_checksums(a) == train.checkpoint.array_checksums(b)
-    final = json.loads((workdir / "final_metrics.json").read_text())
-    assert final == json.loads((reference / "final_metrics.json").read_text())
-    # A resumed run logs the steps after its checkpoint again: the last row of each step counts.
-    last = {row["step"]: row["loss"] for row in read_metrics(workdir)}
-    assert last == {row["step"]: row["loss"] for row in read_metrics(reference)}
+    assert_same_run(workdir, reference, steps)
 
 
 # --- 1. one writer per workdir -------------------------------------------------------------
@@ -122,7 +106,7 @@ def test_second_writer_fails_naming_the_holder_and_a_stale_lock_is_taken_over(ti
     taken = _train(tiny, tmp_path, steps=2)
     assert f"taking over the stale lock {tmp_path / 'writer.lock'}" in taken.stderr
     assert f"pid {holder.pid}" in taken.stderr
-    assert _steps_on_disk(tmp_path) == [2]
+    assert steps_on_disk(tmp_path) == [2]
     assert not (tmp_path / "writer.lock").exists()  # released on exit
 
 
@@ -165,11 +149,11 @@ def test_resuming_with_another_fingerprint_refuses_naming_the_keys(tiny, referen
     # The fingerprint is an item of every step: nothing beside the steps can be lost.
     assert not (workdir / "checkpoints" / "fingerprint.json").exists()
     assert all((workdir / "checkpoints" / str(step) / "fingerprint").is_dir()
-               for step in _steps_on_disk(workdir))
+               for step in steps_on_disk(workdir))
     # Keys that do not shape the state may change: the run resumes and goes on.
     _train(tiny, workdir, steps=REFERENCE_STEPS + 2, extra=",learning_rate=1e-4")
     assert [row["step"] for row in read_metrics(workdir)][-3:] == [12, 13, 14]
-    assert _steps_on_disk(workdir)[-1] == REFERENCE_STEPS + 2
+    assert steps_on_disk(workdir)[-1] == REFERENCE_STEPS + 2
 
 
 def _drop_item(step_dir, item):
@@ -184,7 +168,7 @@ def _drop_item(step_dir, item):
 def test_steps_from_before_fingerprint_items_are_checked_by_their_shapes(tiny, reference,
                                                                           tmp_path):
     workdir = _copy(reference, tmp_path)
-    for step in _steps_on_disk(workdir):
+    for step in steps_on_disk(workdir):
         _drop_item(workdir / "checkpoints" / str(step), "fingerprint")
     refused = _train(tiny, workdir, extra=",image_size=(28,28)", check=False)
     assert refused.returncode == 1
@@ -267,7 +251,7 @@ def test_checksum_catches_one_flipped_byte_in_an_array_file(reference, tmp_path)
     assert step == REFERENCE_STEPS - CHECKPOINT_EVERY
     assert "checksum mismatch" in (ckpt_dir / "corrupt" / str(REFERENCE_STEPS) / "WHY.txt"
                                    ).read_text()
-    assert _steps_on_disk(workdir) == [8, 10]
+    assert steps_on_disk(workdir) == [8, 10]
 
 
 # --- fault injection -----------------------------------------------------------------------
@@ -353,7 +337,7 @@ def test_step_without_state_metadata_is_set_aside_and_evaluate_uses_the_previous
     evaluated = run_module("experiments.evaluate", f"--workdir={workdir}", env=tiny[1])
     assert evaluated.stdout.startswith(f"checkpoint step {REFERENCE_STEPS - CHECKPOINT_EVERY}:")
     assert "default/_METADATA is missing" in evaluated.stderr
-    assert _steps_on_disk(workdir) == [8, 10, 12]  # a reader moves nothing
+    assert steps_on_disk(workdir) == [8, 10, 12]  # a reader moves nothing
     rerun = _train(tiny, workdir)
     assert "differently shaped" not in rerun.stderr
     why = workdir / "checkpoints" / "corrupt" / str(REFERENCE_STEPS) / "WHY.txt"
@@ -420,7 +404,7 @@ def test_step_fault_fires_on_a_step_that_is_not_logged(tiny, tmp_path):
                     check=False)
     assert killed.returncode == -signal.SIGKILL
     assert read_metrics(tmp_path) == []  # died before the first logged step (4) ...
-    assert _steps_on_disk(tmp_path) in ([], [2])  # ... after step 2's save began
+    assert steps_on_disk(tmp_path) in ([], [2])  # ... after step 2's save began
 
 
 # --- evaluate while a trainer prunes old steps (defect 7) -----------------------------------
@@ -453,7 +437,7 @@ def test_evaluate_tolerates_steps_vanishing_while_it_reads(reference, tmp_path, 
                             reader.restore_arrays(10))
     assert reader.manager.all_steps() == [10, 12]
     step, _ = reader.restore_latest(abstract)
-    assert step == 10 and _steps_on_disk(workdir) == [10]
+    assert step == 10 and steps_on_disk(workdir) == [10]
 
 
 # --- preemption: SIGTERM and SIGINT (defect 6) ----------------------------------------------
@@ -474,7 +458,7 @@ def test_signal_at_a_random_step_saves_that_step_and_resumes_bit_identical(
     assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
     assert _last_line(stopped) == PREEMPTED.format(step)
     assert "Traceback" not in stopped.stderr and "KeyboardInterrupt" not in stopped.stderr
-    assert _steps_on_disk(tmp_path)[-1] == step
+    assert steps_on_disk(tmp_path)[-1] == step
     assert not (tmp_path / "writer.lock").exists()
     assert not (tmp_path / "final_metrics.json").exists()
     assert [row["step"] for row in read_metrics(tmp_path)][-1] == step
@@ -487,27 +471,12 @@ def test_signal_at_a_random_step_saves_that_step_and_resumes_bit_identical(
 def _train_two_processes(tiny, workdir, steps=REFERENCE_STEPS, faults=(None, None),
                          checkpoint_every=4):
     """Two jax.distributed processes (one CPU device each) on the tiny set; `faults[i]` is
-    process i's JAXCNN_FAULT. Returns their CompletedProcess-like (returncode, stderr)."""
+    process i's JAXCNN_FAULT. Returns each process's (returncode, stderr)."""
     path, env = tiny
-    port = 20000 + (os.getpid() + random.randrange(10000)) % 20000
     overrides = (f"dataset='npz:{path}',batch_size=8,eval_batch_size=16,train_steps={steps},"
                  f"checkpoint_every_steps={checkpoint_every},log_every_steps=1,progress=False,"
                  "tensorboard=False,eval_every_steps=None,warmup_epochs=0.0,schedule='constant'")
-    procs = []
-    for index in range(2):
-        proc_env = {**os.environ, "PYTHONPATH": ROOT, **env,
-                    "JAXCNN_COORDINATOR": f"127.0.0.1:{port}", "JAXCNN_NUM_PROCESSES": "2",
-                    "JAXCNN_PROCESS_ID": str(index),
-                    "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-        proc_env.pop("JAXCNN_FAULT", None)
-        if faults[index]:
-            proc_env["JAXCNN_FAULT"] = faults[index]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "experiments.train", f"--config={LENET_CONFIG}:{overrides}",
-             f"--workdir={workdir}"], cwd=ROOT, env=proc_env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
-    outputs = [proc.communicate(timeout=300) for proc in procs]
-    return [(proc.returncode, err) for proc, (_, err) in zip(procs, outputs, strict=True)]
+    return train_two_processes(LENET_CONFIG, overrides, workdir, env, faults)
 
 
 @pytest.mark.slow  # six processes, about 50 s of CPU
@@ -524,7 +493,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(tiny,
     results = _train_two_processes(tiny, stopped, faults=(None, f"sigterm:{signalled}"))
     assert [rc for rc, _ in results] == [143, 143], results[1][1][-3000:]
     assert [err.strip().splitlines()[-1] for _, err in results] == [PREEMPTED.format(step)] * 2
-    assert _steps_on_disk(stopped)[-1] == step  # 10: not a checkpoint step (every 4)
+    assert steps_on_disk(stopped)[-1] == step  # 10: not a checkpoint step (every 4)
     assert not (stopped / "writer.lock").exists()
     assert [rc for rc, _ in _train_two_processes(tiny, stopped)] == [0, 0]
     _assert_same_run(stopped, straight)
@@ -573,7 +542,7 @@ def test_full_disk_keeps_older_steps_prints_one_line_and_a_rerun_with_space_resu
         assert "Traceback" not in full.stderr
         assert not (workdir / "writer.lock").exists()
         assert _leftovers(workdir) == []  # no writer.lock.PID.tmp, no half-written step
-        kept = _steps_on_disk(workdir)
+        kept = steps_on_disk(workdir)
         assert kept and kept[-1] < REFERENCE_STEPS
         if mounted:
             subprocess.run(["mount", "-o", f"remount,size={20 * step_kb}k", str(disk)],
@@ -652,11 +621,11 @@ def test_sigterm_from_outside_stops_at_the_step_it_names(tiny, tmp_path):
     assert proc.returncode == 143, stderr[-3000:]
     step = int(stderr.strip().splitlines()[-1].split()[3].rstrip(";"))
     assert stderr.strip().splitlines()[-1] == PREEMPTED.format(step)
-    assert 5 <= step < steps and _steps_on_disk(tmp_path) == [step]  # saved only because of it
+    assert 5 <= step < steps and steps_on_disk(tmp_path) == [step]  # saved only because of it
     resumed = _train(tiny, tmp_path, steps=steps, extra=",checkpoint_every_steps=1000")
     assert "Traceback" not in resumed.stderr
     assert [row["step"] for row in read_metrics(tmp_path)][-1] == steps
-    assert _steps_on_disk(tmp_path) == [step, steps]
+    assert steps_on_disk(tmp_path) == [step, steps]
 
 
 def test_steps_from_older_versions_restore_with_their_legacy_records(reference, tmp_path,
