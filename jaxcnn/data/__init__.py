@@ -46,7 +46,8 @@ def get_dataset(
     """Open a dataset by name: 'embedded_mnist', 'npz:PATH', 'folder:PATH', 'device:PATH'
     (a folder or tarball with train/ and test/ class folders, kept on the accelerator and
     augmented there), a detection spec (DETECTION_SPECS: voc_folder:, yolo_folder:,
-    yolo_yaml:, coco:, synthetic_scenes; -> get_detection_dataset) or a TFDS name.
+    yolo_yaml:, coco:, synthetic_scenes; -> get_detection_dataset) or a TFDS name (read
+    through Grain where prepared as ArrayRecord, else tf.data: TFDSDataset.tf_data_reason).
 
     `num_classes`, when given, is checked against the data (and fixes an npz's class count).
     `validation_fraction` (jaxcnn.data.holdout): that share of the training split, held out

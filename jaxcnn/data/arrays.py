@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -95,6 +95,21 @@ def augment_batch(images: np.ndarray, kind: str, rng: np.random.Generator) -> np
     return out.astype(np.float32)
 
 
+def augmented_train_batch(
+    read: Callable[[np.ndarray], Batch], num_train: int, augment: str, global_batch: int,
+    seed: int, step: int, *, process_index: int = 0, process_count: int = 1,
+) -> Batch:
+    """Train batch `step` of `read(rows)` (an image batch, float NHWC in [0, 1], and labels):
+    this host's rows of the epoch's permutation (base.step_rows), images augmented with the
+    generator seeded by (seed, epoch, step in epoch, host, 1)."""
+    epoch, index, rows = base.step_rows(global_batch, num_train, seed=seed, step=step,
+                                        process_index=process_index,
+                                        process_count=process_count)
+    batch = read(rows)
+    rng = np.random.default_rng([seed, epoch, index, process_index, 1])
+    return {**batch, "image": augment_batch(batch["image"], augment, rng)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset(base.InMemorySplits, base.StepBatches):
     """Train/test arrays in memory; batch k of epoch e is a pure function of (seed, e, k)."""
@@ -138,12 +153,12 @@ class ArrayDataset(base.InMemorySplits, base.StepBatches):
     def train_batch(self, global_batch: int, seed: int, step: int, *, process_index: int = 0,
                     process_count: int = 1) -> Batch:
         """Train batch `step`: this host's rows of the epoch's permutation, augmented."""
-        epoch, index, rows = base.step_rows(global_batch, self.num_train, seed=seed, step=step,
-                                            process_index=process_index,
-                                            process_count=process_count)
-        rng = np.random.default_rng([seed, epoch, index, process_index, 1])
-        return {"image": augment_batch(self.x_train[rows], self.augment, rng),
-                "label": self.y_train[rows].astype(np.int32)}
+        return augmented_train_batch(self.train_examples, self.num_train, self.augment,
+                                     global_batch, seed, step, process_index=process_index,
+                                     process_count=process_count)
+
+    def train_examples(self, rows: np.ndarray) -> Batch:
+        return {"image": self.x_train[rows], "label": self.y_train[rows].astype(np.int32)}
 
     def eval_examples(self, rows: np.ndarray) -> Batch:
         return {"image": self.x_test[rows], "label": self.y_test[rows].astype(np.int32)}

@@ -1,10 +1,14 @@
-"""TensorFlow Datasets input pipelines: per-host splits, seeded and resumable, padded eval."""
+"""TensorFlow Datasets input pipelines: Grain over the random-access data source where the
+dataset is prepared as ArrayRecord, else tf.data (per-host splits, seeded, resumable by
+skipping); padded eval either way."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import difflib
+import functools
+import logging
 import math
 import os
 import sys
@@ -13,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxcnn.data import base
+from jaxcnn.data.arrays import AUGMENTATIONS, augmented_train_batch, pad_to, to_float_images
 
 Batch = base.Batch
 
@@ -112,6 +117,38 @@ def _unknown_name_message(name: str, known: list[str]) -> str:
             f"'folder:PATH'; TFDS has {len(known)} more (tensorflow_datasets.list_builders()).")
 
 
+def tf_data_reason(info, augment: str) -> str | None:
+    """Why a prepared TFDS dataset must read through tf.data; None where Grain can read it."""
+    from tensorflow_datasets.core import file_adapters
+
+    if augment not in AUGMENTATIONS:
+        return (f"augment={augment!r} has no numpy version (Grain reads TFDS with "
+                f"{', '.join(AUGMENTATIONS)})")
+    formats = info.available_file_formats()
+    if not formats & file_adapters.FileFormat.with_random_access():
+        prepared = ", ".join(sorted(f.value for f in formats)) or "no recorded file format"
+        return (f"it is prepared as {prepared}, without random access (`tfds build NAME "
+                f"--file_format=array_record` prepares it for Grain)")
+    return None
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int], pad: bool) -> np.ndarray:
+    """One uint8 HWC image fitted to `size` (H, W) as the tf.data path fits it: centred zero
+    padding when `pad`, else the short side resized (bilinear, antialiased) to
+    max(size) / EVAL_CROP_FRACTION and the centre cropped."""
+    if pad:
+        return pad_to(image[None], size)[0]
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = max(size) / EVAL_CROP_FRACTION / min(h, w)
+    new_h, new_w = round(h * scale), round(w * scale)  # both >= size: scale > max(size)/min
+    resized = np.asarray(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+                         .resize((new_w, new_h), Image.BILINEAR)).reshape(new_h, new_w, -1)
+    top, left = (new_h - size[0]) // 2, (new_w - size[1]) // 2
+    return resized[top:top + size[0], left:left + size[1]]
+
+
 def _to_float(tf, image):
     return tf.cast(image, tf.float32) / 255.0
 
@@ -148,8 +185,13 @@ def _augment(tf, image, size, kind, seed):
 
 
 @dataclasses.dataclass
-class TFDSDataset:
-    """A TFDS classification dataset with the same batch interface as ArrayDataset."""
+class TFDSDataset(base.StepBatches):
+    """A TFDS classification dataset with the same batch interface as ArrayDataset.
+
+    Prepared as ArrayRecord (random access), it reads through Grain like the arrays kind:
+    train batch k is the augmented rows base.step_rows(.., k, ..) of the train split, with
+    the iterator state {"next_step": k}. Otherwise (`tf_data_reason`, logged once) tf.data.
+    """
 
     name: str
     data_dir: str | None = None
@@ -165,6 +207,10 @@ class TFDSDataset:
         known = KNOWN_DATASETS.get(self.name, ("test", None, None, "none"))
         self.eval_split = self.eval_split or known[0]
         self.augment = self.augment or known[3]
+        choices = (*AUGMENTATIONS, "inception_crop")  # inception_crop: tf.data only
+        if self.augment not in choices:
+            raise ValueError(f"unknown augmentation {self.augment!r} for TFDS dataset "
+                             f"{self.name!r}; expected one of {choices}")
         self.builder = open_builder(self.name, self.data_dir, self.download)
         info = self.builder.info
         image_feature = info.features["image"]
@@ -173,6 +219,8 @@ class TFDSDataset:
             if None in native:
                 raise ValueError(f"{self.name} has variable image sizes; set config.image_size")
             self.image_size = tuple(native)
+        # As _fit_eval: a fixed size no larger than image_size is padded, others resized.
+        self.pad_only = None not in native and all(n <= s for n, s in zip(native, self.image_size))
         self.channels = image_feature.shape[-1]
         classes = getattr(info.features["label"], "num_classes", None) \
             if "label" in info.features else None
@@ -196,6 +244,19 @@ class TFDSDataset:
         channels = self.channels
         self.mean = np.array(known[1] or (0.5,) * channels, np.float32)
         self.std = np.array(known[2] or (0.25,) * channels, np.float32)
+        self.tf_data_reason = tf_data_reason(info, self.augment)
+        self.sources = None
+        if self.tf_data_reason:
+            logging.warning("TFDS %s reads through tf.data, not Grain: %s", self.name,
+                            self.tf_data_reason)
+        else:
+            self.sources = {split: self.builder.as_data_source(split=split)
+                            for split in (self.train_split, self.eval_split)}
+
+    @property
+    def reader(self) -> str:
+        """'grain' (random-access data source) or 'tf.data'."""
+        return "tf.data" if self.sources is None else "grain"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -207,6 +268,54 @@ class TFDSDataset:
 
     def steps_per_epoch(self, global_batch: int) -> int:
         return max(1, self.num_train // global_batch)
+
+    def check_train_batch(self, global_batch: int, process_count: int) -> None:
+        base.check_batch(global_batch, self.num_train, process_count)
+
+    def read_examples(self, split: str, rows: np.ndarray) -> Batch:
+        """Examples `rows` of `split` from its data source: images fitted to image_size
+        (float32 NHWC in [0, 1]) and int32 labels."""
+        source = self.sources[split]  # an ArrayRecordDataSource: __getitems__ reads a batch
+        examples = source.__getitems__(rows.tolist()) if len(rows) else []
+        images = [fit_image(e["image"], self.image_size, self.pad_only) for e in examples]
+        return {"image": to_float_images(np.stack(images)) if images
+                else np.zeros((0, *self.image_shape), np.float32),
+                "label": np.array([e["label"] for e in examples], np.int32)}
+
+    def train_batch(self, global_batch: int, seed: int, step: int, *, process_index: int = 0,
+                    process_count: int = 1) -> Batch:
+        """Train batch `step` read from the data source, augmented as ArrayDataset's."""
+        return augmented_train_batch(
+            functools.partial(self.read_examples, self.train_split), self.num_train,
+            self.augment, global_batch, seed, step, process_index=process_index,
+            process_count=process_count)
+
+    def eval_examples(self, rows: np.ndarray) -> Batch:
+        return self.read_examples(self.eval_split, rows)
+
+    def train_batches(
+        self, global_batch: int, *, seed: int, start_step: int = 0,
+        process_index: int = 0, process_count: int = 1, workers: int = 0,
+    ) -> Iterator[Batch]:
+        """Endless local batches from `start_step` on: Grain's StepIterator (state
+        {"next_step": k}, `workers` processes) where the data has random access, else tf.data."""
+        if self.sources is None:
+            return self._tf_train_batches(global_batch, seed=seed, start_step=start_step,
+                                          process_index=process_index,
+                                          process_count=process_count)
+        return super().train_batches(global_batch, seed=seed, start_step=start_step,
+                                     process_index=process_index, process_count=process_count,
+                                     workers=workers)
+
+    def eval_batches(
+        self, global_batch: int, *, process_index: int = 0, process_count: int = 1
+    ) -> Iterator[Batch]:
+        """Every eval example once, padded with a `mask`, with its `index` (Grain or tf.data)."""
+        if self.sources is None:
+            return self._tf_eval_batches(global_batch, process_index=process_index,
+                                         process_count=process_count)
+        return super().eval_batches(global_batch, process_index=process_index,
+                                    process_count=process_count)
 
     def _host_split(self, split: str, process_index: int, process_count: int, drop: bool):
         import tensorflow_datasets as tfds
@@ -224,12 +333,12 @@ class TFDSDataset:
             decoders={"image": tfds.decode.SkipDecoding()},
         )
 
-    def train_batches(
+    def _tf_train_batches(
         self, global_batch: int, *, seed: int, start_step: int = 0,
-        process_index: int = 0, process_count: int = 1, workers: int = 0,
+        process_index: int = 0, process_count: int = 1,
     ) -> Iterator[Batch]:
-        """Endless local batches from `start_step` on (skipping is done before decoding);
-        tf.data parallelises itself (AUTOTUNE), so `workers` is not used."""
+        """tf.data's endless local batches from `start_step` on (skipping is done before
+        decoding); tf.data parallelises itself (AUTOTUNE), so config.data_workers is unused."""
         tf = _tf()
         local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.train_split, process_index, process_count, True)
@@ -250,10 +359,10 @@ class TFDSDataset:
         ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         yield from ds.as_numpy_iterator()
 
-    def eval_batches(
+    def _tf_eval_batches(
         self, global_batch: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[Batch]:
-        """Each host's share once; every host yields the same number of masked batches."""
+        """tf.data: each host's share once; every host yields the same number of batches."""
         tf = _tf()
         local = base.local_batch_size(global_batch, process_count)
         split = self._host_split(self.eval_split, process_index, process_count, False)
