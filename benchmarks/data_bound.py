@@ -16,7 +16,6 @@ fraction says; the img/s lost to it is 1 - real / repeated.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.tables.harness import train_curve
 from jaxcnn import tasks, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (path.py:args)")
@@ -62,13 +62,6 @@ class _Forever:
         pass
 
 
-def last_window(workdir: str) -> dict:
-    """The last train line of workdir/metrics.jsonl."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        lines = [json.loads(line) for line in f]
-    return [line for line in lines if line.get("split") == "train"][-1]
-
-
 def run(config, repeated: bool) -> dict:
     """One training run of `config`; its last window's img/s and data wait."""
     task = tasks.build(config)
@@ -76,8 +69,9 @@ def run(config, repeated: bool) -> dict:
         task = dataclasses.replace(task, dataset=RepeatedBatch(task.dataset))
     with tempfile.TemporaryDirectory() as workdir:
         train.train_and_evaluate(config, workdir, task)
-        window = last_window(workdir)
-    return {"img_s": window["images_per_sec"], "wait": window["data_wait_fraction"]}
+        (_, img_s), (_, wait) = (train_curve(workdir, key)[-1]
+                                 for key in ("images_per_sec", "data_wait_fraction"))
+    return {"img_s": img_s, "wait": wait}
 
 
 def main(argv):
