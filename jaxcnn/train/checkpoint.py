@@ -18,7 +18,9 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -161,28 +163,45 @@ class _DropDiskErrorLogs(logging.Filter):
 
 
 def _quiet_disk_error_logs() -> None:
-    _quiet_closed_loop_tracebacks()
+    _quiet_stragglers_of_a_failed_write()
     for name in ("absl", "asyncio"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropDiskErrorLogs) for f in logger.filters):
             logger.addFilter(_DropDiskErrorLogs())
 
 
-def _quiet_closed_loop_tracebacks() -> None:
-    """After a failed write, TensorStore's callbacks for the other items find Orbax's event
-    loop closed and report 'RuntimeError: Event loop is closed' as unraisable, one traceback
-    each, from background threads; those (only) are dropped."""
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_loop", False):
-        return
+# What Orbax's and TensorStore's background work reports after a write failed: the callbacks
+# of the other items find Orbax's event loop closed or its executor shut down, and the writes
+# of the fragments not yet started are never awaited. Each arrived after the one-line error,
+# from a background thread or at interpreter exit, so the error was no longer the last line.
+_STRAGGLER_ERRORS = ("Event loop is closed", "cannot schedule new futures after shutdown")
+_UNAWAITED_WRITE = (r"coroutine '[\w.<>]*\basync_serialize_from_host\.<locals>\.write_fragment' "
+                    "was never awaited")
 
-    def hook(unraisable):
-        if not (unraisable.exc_type is RuntimeError
-                and str(unraisable.exc_value) == "Event loop is closed"):
-            previous(unraisable)
 
-    hook.drops_closed_loop = True
-    sys.unraisablehook = hook
+def _is_straggler(exc_type: type[BaseException] | None, exc_value: BaseException | None) -> bool:
+    return exc_type is RuntimeError and str(exc_value) in _STRAGGLER_ERRORS
+
+
+def _quiet_stragglers_of_a_failed_write() -> None:
+    """Drop (only) those reports, wherever they surface: unraisable, thread or warning."""
+    warnings.filterwarnings("ignore", message=_UNAWAITED_WRITE, category=RuntimeWarning)
+    previous_unraisable = sys.unraisablehook
+    if not getattr(previous_unraisable, "drops_stragglers", False):
+        def unraisable_hook(unraisable):
+            if not _is_straggler(unraisable.exc_type, unraisable.exc_value):
+                previous_unraisable(unraisable)
+
+        unraisable_hook.drops_stragglers = True
+        sys.unraisablehook = unraisable_hook
+    previous_thread = threading.excepthook
+    if not getattr(previous_thread, "drops_stragglers", False):
+        def thread_hook(args):
+            if not _is_straggler(args.exc_type, args.exc_value):
+                previous_thread(args)
+
+        thread_hook.drops_stragglers = True
+        threading.excepthook = thread_hook
 
 
 class Checkpointer:
