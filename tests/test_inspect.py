@@ -110,6 +110,7 @@ def test_streamed_top_k_equals_a_sort_of_all_activations():
             np.testing.assert_array_equal(topk.label[layer][:, unit], dataset.y_test[order])
 
 
+@pytest.mark.slow  # 8 devices; the streamed top-k stays in the default suite
 def test_eight_devices_merge_to_the_single_device_top_k(tmp_path):
     out = tmp_path / "eight.npz"
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",

@@ -61,6 +61,7 @@ def test_eight_devices_gather_the_same_outputs_in_the_same_order(one_device, tmp
     assert eight["metric_gathered_top1"] == one_device["metric_gathered_top1"]
 
 
+@pytest.mark.slow  # two processes; the 8-device gather stays in the default suite
 def test_two_processes_gather_the_same_outputs_in_the_same_order(one_device, tmp_path):
     port = 20000 + (os.getpid() + 7) % 20000
     out = tmp_path / "two.npz"

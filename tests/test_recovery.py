@@ -90,6 +90,7 @@ _HOLD_LOCK = ("import sys; from jaxcnn.train import WorkdirLock; "
               "WorkdirLock(sys.argv[1]).acquire(); print('locked', flush=True); sys.stdin.read()")
 
 
+@pytest.mark.slow  # two trainings; the lock's rules stay in the default test below
 def test_second_writer_fails_naming_the_holder_and_a_stale_lock_is_taken_over(tiny, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": ROOT}, stdin=subprocess.PIPE,
@@ -332,6 +333,7 @@ def test_step_without_its_checksum_item_is_set_aside_not_restored_unverified(
     _assert_same_run(workdir, reference)
 
 
+@pytest.mark.slow  # setting a step aside stays in the default suite (unreadable newest step)
 def test_step_without_state_metadata_is_set_aside_and_evaluate_uses_the_previous(
         tiny, reference, tmp_path):
     """Defect 2: a deleted default/_METADATA made every train fail ('differently shaped

@@ -245,11 +245,13 @@ def test_scene_labels_cover_exactly_the_drawn_object():
     assert np.abs(image[ring & ~inside].mean(0) - image[inside].mean(0)).max() > 0.1
 
 
-def test_segmentation_trains_and_its_confusion_matrix_is_a_pixel_count(tmp_path):
+@pytest.mark.parametrize("steps", [  # the pixel count needs few steps, the learning 120
+    8, pytest.param(120, marks=pytest.mark.slow)])
+def test_segmentation_trains_and_its_confusion_matrix_is_a_pixel_count(tmp_path, steps):
     config = train.default_config()
     config.update({"model": "segmentation", "dataset": "synthetic_scenes",
                    "image_size": (48, 48), "batch_size": 16, "eval_batch_size": 24,
-                   "train_steps": 120, "learning_rate": 3e-3, "progress": False,
+                   "train_steps": steps, "learning_rate": 3e-3, "progress": False,
                    "tensorboard": False, "async_checkpoints": False})
     # A small trunk that compiles in seconds: 3x3 stem, 2x2 pool, two 5x5 convs of 32.
     config.task = ml_collections.ConfigDict({
@@ -277,4 +279,5 @@ def test_segmentation_trains_and_its_confusion_matrix_is_a_pixel_count(tmp_path)
     background_share = counted[0].sum() / counted.sum()
     assert result.metrics["mean_iou"] == pytest.approx(segmentation.mean_iou(
         {"confusion": counted})["mean_iou"])
-    assert result.metrics["mean_iou"] > background_share / 4 + 0.1  # 0.35 vs 0.19 here
+    if steps == 120:
+        assert result.metrics["mean_iou"] > background_share / 4 + 0.1  # 0.35 vs 0.19 here

@@ -85,6 +85,7 @@ def test_lenet5_learns_embedded_mnist(tmp_path):
     assert_trees_close(again.state.params, result.state.params, atol=0)
 
 
+@pytest.mark.slow  # two trainings; test_models keeps bf16 compute, float32 params
 def test_mixed_precision_keeps_float32_params_and_loss(tmp_path):
     config = small_config(dtype="bfloat16", train_steps=2, log_every_steps=1)
     dataset = tiny_mnist()
@@ -116,6 +117,7 @@ def one_device_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # 8 devices stay in the default suite in test_program's gather
 def test_eight_devices_match_one(one_device_run, tmp_path):
     _train_subprocess(tmp_path, 4, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     one = [row["loss"] for row in read_metrics(one_device_run)]
@@ -125,6 +127,7 @@ def test_eight_devices_match_one(one_device_run, tmp_path):
     assert_trees_close(saved_params(tmp_path)[1], saved_params(one_device_run)[1], atol=1e-5)
 
 
+@pytest.mark.slow  # two-process training; test_multiprocess_resume has the rest
 def test_two_processes_train_together(one_device_run, tmp_path):
     """Two jax.distributed CPU processes, each feeding half of every global batch."""
     port = 20000 + os.getpid() % 20000
@@ -148,6 +151,7 @@ def test_two_processes_train_together(one_device_run, tmp_path):
     assert_trees_close(saved_params(tmp_path)[1], saved_params(one_device_run)[1], atol=1e-5)
 
 
+@pytest.mark.slow  # the default suite resumes bit-identically in test_recovery's signal tests
 def test_killed_run_resumes_to_identical_parameters(tmp_path):
     steps = 120
     overrides = (f"train_steps={steps},batch_size=64,log_every_steps=1,progress=False,"

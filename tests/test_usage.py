@@ -170,6 +170,7 @@ def test_show_config_prints_each_key_with_value_default_and_meaning():
     assert rows["progress_label"].split()[1:3] == ["''", "''"]
 
 
+@pytest.mark.slow  # a whole table in a subprocess; test_tables trains one in process
 def test_a_tiny_table_prints_no_third_party_info_and_verbose_brings_it_back(tmp_path):
     result = _run([sys.executable, "-m", "experiments.reproduce", "--table=filter_sizes",
                    "--budget=tiny", f"--workdir={tmp_path}"])
