@@ -359,6 +359,9 @@ def test_tensorflow_import_for_tfds_hides_its_banners(tmp_path, monkeypatch, cap
     (tmp_path / "tensorflow.py").write_text(
         "import os\nos.write(2, b'I0000 port.cc:153] oneDNN custom operations are on\\n')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    # Recorded first, so undone last: the stand-in never outlives this test (the next test
+    # in this process may need the real TensorFlow, imported or not).
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow"))
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     for level, shown in ((None, False), ("0", True)):
         monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
