@@ -179,29 +179,27 @@ _UNAWAITED_WRITE = (r"coroutine '[\w.<>]*\basync_serialize_from_host\.<locals>\.
                     "was never awaited")
 
 
-def _is_straggler(exc_type: type[BaseException] | None, exc_value: BaseException | None) -> bool:
-    return exc_type is RuntimeError and str(exc_value) in _STRAGGLER_ERRORS
+def _drop_stragglers_from(owner: Any, hook_name: str) -> None:
+    """Wrap `owner.hook_name` (sys.unraisablehook, threading.excepthook: their reports both
+    carry exc_type and exc_value) so that it drops the straggler errors, once."""
+    previous = getattr(owner, hook_name)
+    if getattr(previous, "drops_stragglers", False):
+        return
+
+    def hook(report):
+        if not (report.exc_type is RuntimeError
+                and str(report.exc_value) in _STRAGGLER_ERRORS):
+            previous(report)
+
+    hook.drops_stragglers = True
+    setattr(owner, hook_name, hook)
 
 
 def _quiet_stragglers_of_a_failed_write() -> None:
     """Drop (only) those reports, wherever they surface: unraisable, thread or warning."""
     warnings.filterwarnings("ignore", message=_UNAWAITED_WRITE, category=RuntimeWarning)
-    previous_unraisable = sys.unraisablehook
-    if not getattr(previous_unraisable, "drops_stragglers", False):
-        def unraisable_hook(unraisable):
-            if not _is_straggler(unraisable.exc_type, unraisable.exc_value):
-                previous_unraisable(unraisable)
-
-        unraisable_hook.drops_stragglers = True
-        sys.unraisablehook = unraisable_hook
-    previous_thread = threading.excepthook
-    if not getattr(previous_thread, "drops_stragglers", False):
-        def thread_hook(args):
-            if not _is_straggler(args.exc_type, args.exc_value):
-                previous_thread(args)
-
-        thread_hook.drops_stragglers = True
-        threading.excepthook = thread_hook
+    _drop_stragglers_from(sys, "unraisablehook")
+    _drop_stragglers_from(threading, "excepthook")
 
 
 class Checkpointer:
