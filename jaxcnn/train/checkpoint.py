@@ -150,16 +150,25 @@ _DISK_ERROR_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Read-only
                      "Disk quota exceeded")
 
 
+# What Orbax's and TensorStore's background work reports after a write failed: the callbacks
+# of the other items find Orbax's event loop closed or its executor shut down, and the writes
+# of the fragments not yet started are never awaited. Each arrived after the one-line error,
+# from a background thread or at interpreter exit, so the error was no longer the last line.
+_STRAGGLER_ERRORS = ("Event loop is closed", "cannot schedule new futures after shutdown")
+_UNAWAITED_WRITE = (r"coroutine '[\w.<>]*\basync_serialize_from_host\.<locals>\.write_fragment' "
+                    "was never awaited")
+
+
 class _DropDiskErrorLogs(logging.Filter):
-    """Drops Orbax's and asyncio's tracebacks of a failed write caused by the disk: the save
-    raises it as one line (`_disk_errors`), and the same failure logged from every background
-    thread and task buried that line under hundreds."""
+    """Drops Orbax's and asyncio's tracebacks of a failed write caused by the disk, and of
+    its stragglers: the save raises it as one line (`_disk_errors`), and the same failure
+    logged from every background thread and task buried that line under hundreds."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        return not any(marker in text for marker in _DISK_ERROR_TEXTS)
+        return not any(marker in text for marker in _DISK_ERROR_TEXTS + _STRAGGLER_ERRORS)
 
 
 def _quiet_disk_error_logs() -> None:
@@ -168,15 +177,6 @@ def _quiet_disk_error_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropDiskErrorLogs) for f in logger.filters):
             logger.addFilter(_DropDiskErrorLogs())
-
-
-# What Orbax's and TensorStore's background work reports after a write failed: the callbacks
-# of the other items find Orbax's event loop closed or its executor shut down, and the writes
-# of the fragments not yet started are never awaited. Each arrived after the one-line error,
-# from a background thread or at interpreter exit, so the error was no longer the last line.
-_STRAGGLER_ERRORS = ("Event loop is closed", "cannot schedule new futures after shutdown")
-_UNAWAITED_WRITE = (r"coroutine '[\w.<>]*\basync_serialize_from_host\.<locals>\.write_fragment' "
-                    "was never awaited")
 
 
 def _drop_stragglers_from(owner: Any, hook_name: str) -> None:
