@@ -202,6 +202,24 @@ def _quiet_stragglers_of_a_failed_write() -> None:
     _drop_stragglers_from(threading, "excepthook")
 
 
+ORBAX_SETTLE_SECONDS = 60.0
+
+
+def _join_orbax_threads(timeout_s: float) -> None:
+    """Wait (at most `timeout_s` in all) for Orbax's background threads of a failed save.
+
+    `wait_until_finished` returns at the first failed item, while the other items' threads
+    (e.g. `write_metadata_after_commits`) may still be writing into the step's tmp folder:
+    removed under them, a half-written file came back, and at exit they logged errors below
+    the one-line message."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and \
+                type(thread).__module__.startswith("orbax."):
+            # The base join: Orbax's own re-raises the thread's error, reported already.
+            threading.Thread.join(thread, max(deadline - time.monotonic(), 0.0))
+
+
 class Checkpointer:
     """Saves and restores a state pytree with its checksum and fingerprint; bad steps set aside.
 
@@ -275,6 +293,7 @@ class Checkpointer:
             if problem is not None:
                 with contextlib.suppress(Exception):  # let the other items' writes settle
                     self.manager.wait_until_finished()
+                _join_orbax_threads(ORBAX_SETTLE_SECONDS)
             if problem is None:
                 raise
             self._remove_unfinished(step)
