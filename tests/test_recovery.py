@@ -582,6 +582,7 @@ def test_after_a_failed_write_only_orbaxs_stragglers_are_dropped(monkeypatch, ca
         checkpoint_lib._quiet_disk_error_logs()
         checkpoint_lib._quiet_disk_error_logs()  # idempotent: one hook, not a chain
         for message in ("cannot schedule new futures after shutdown", "Event loop is closed",
+                        "cannot schedule new futures after interpreter shutdown",
                         "a bug of ours"):
             in_a_thread(message)
         del_coroutine = async_serialize_from_host()

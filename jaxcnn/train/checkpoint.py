@@ -154,7 +154,8 @@ _DISK_ERROR_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Read-only
 # of the other items find Orbax's event loop closed or its executor shut down, and the writes
 # of the fragments not yet started are never awaited. Each arrived after the one-line error,
 # from a background thread or at interpreter exit, so the error was no longer the last line.
-_STRAGGLER_ERRORS = ("Event loop is closed", "cannot schedule new futures after shutdown")
+_STRAGGLER_ERRORS = ("Event loop is closed", "cannot schedule new futures after shutdown",
+                     "cannot schedule new futures after interpreter shutdown")
 _UNAWAITED_WRITE = (r"coroutine '[\w.<>]*\basync_serialize_from_host\.<locals>\.write_fragment' "
                     "was never awaited")
 
