@@ -229,6 +229,12 @@ def test_a_finished_runs_record_is_reused_without_its_checkpoints(tmp_path):
     for name in ("short", "other"):
         assert runs.train(name, "lenet5", seed=0).metrics == {"top1": 0.6}
     assert calls == [("short", 0), ("other", 0)]
+    # With progress on, the table says why it retrains a run it has a record of.
+    said = []
+    harness.finished_record(str(tmp_path / "short"), config, 10, said.append)
+    harness.finished_record(str(tmp_path / "other"), config, 10, said.append)
+    assert said == ["its record stops at step 9 of 10", "its record was trained with other "
+                    f"settings (learning_rate: 0.5 -> {config.learning_rate!r})"]
 
 
 def test_progress_eta_weights_runs_by_their_cost(tmp_path):

@@ -225,17 +225,24 @@ def record_mismatch(run_dir: str, config: ml_collections.ConfigDict) -> list[str
             if key not in RECORD_NEUTRAL_KEYS and recorded.get(key, missing) != value]
 
 
-def finished_record(run_dir: str, config: ml_collections.ConfigDict,
-                    steps: int) -> RunResult | None:
+def finished_record(run_dir: str, config: ml_collections.ConfigDict, steps: int,
+                    on_stale: Callable[[str], None] | None = None) -> RunResult | None:
     """The RunResult (steps_run 0) a run of `config` that finished all `steps` recorded in
     run_dir (final_metrics.json, metrics.jsonl, config.json); None when there is no such
-    record, it stopped short, or it was trained with other settings."""
+    record, it stopped short, or it was trained with other settings (the last two are told
+    to `on_stale`, with why, when it is given)."""
     paths = [os.path.join(run_dir, name) for name in RECORD_FILES[:3]]
     if not all(os.path.exists(path) for path in paths):
         return None
     with open(paths[0]) as f:
         final = json.load(f)
-    if final.get("step") != steps or record_mismatch(run_dir, config):
+    mismatch = record_mismatch(run_dir, config)
+    if final.get("step") != steps or mismatch:
+        if on_stale is not None:
+            on_stale(f"its record stops at step {final.get('step')} of {steps}"
+                     if final.get("step") != steps else
+                     "its record was trained with other settings (" + "; ".join(mismatch)
+                     + ")")
         return None
     metrics = {key: float(value) for key, value in final.items() if key != "step"}
     return RunResult(metrics, train_curve(run_dir), 0, train_curve(run_dir, "loss"))
@@ -513,7 +520,10 @@ class Runs:
             print(self.progress_line(name), flush=True)
         started = time.perf_counter()
         run_dir = os.path.join(self.runs_dir, name)
-        result = finished_record(run_dir, run, self.steps)
+        result = finished_record(
+            run_dir, run, self.steps,
+            (lambda why: print(f"[{self.table}] {name}: retraining, {why}", flush=True))
+            if run.progress else None)
         if result is None:
             result = self.trainer(run, self.dataset, run_dir, module)
         elif run.progress:
