@@ -236,13 +236,11 @@ def finished_record(run_dir: str, config: ml_collections.ConfigDict, steps: int,
         return None
     with open(paths[0]) as f:
         final = json.load(f)
-    mismatch = record_mismatch(run_dir, config)
-    if final.get("step") != steps or mismatch:
+    step, mismatch = final.get("step"), record_mismatch(run_dir, config)
+    if step != steps or mismatch:
         if on_stale is not None:
-            on_stale(f"its record stops at step {final.get('step')} of {steps}"
-                     if final.get("step") != steps else
-                     "its record was trained with other settings (" + "; ".join(mismatch)
-                     + ")")
+            on_stale(f"its record stops at step {step} of {steps}" if step != steps else
+                     f"its record was trained with other settings ({'; '.join(mismatch)})")
         return None
     metrics = {key: float(value) for key, value in final.items() if key != "step"}
     return RunResult(metrics, train_curve(run_dir), 0, train_curve(run_dir, "loss"))
