@@ -88,6 +88,20 @@ def test_residual_vs_plain_judges_its_halves_separately():
         {**errors, "plain-56": None}, (20, 56))[0] == ["undecided", "not shown"]
 
 
+def test_residual_vs_plain_committed_medium_record():
+    # results/medium/residual_vs_plain.md (issue 32): the per-seed final training errors of
+    # the 12 committed runs (seeds 0, 1, 2). Degradation: +22.7 points > 2 x 1.31; improvement:
+    # residual-56 is 1.0 point lower, inside 2 x 1.08, so that half is not shown.
+    errors = {"plain-20": [47.70, 47.39, 48.69], "residual-20": [40.06, 38.96, 40.00],
+              "plain-56": [69.70, 72.12, 70.06], "residual-56": [39.84, 38.54, 37.70]}
+    outcomes, lines = residual_vs_plain.residual_vs_plain_verdict(errors, (20, 56))
+    assert outcomes == ["shown", "not shown"]
+    assert harness.combine(outcomes) == "not shown"
+    gap = np.mean(errors["residual-20"]) - np.mean(errors["residual-56"])
+    margin = 2 * max(np.std(errors["residual-20"], ddof=1), np.std(errors["residual-56"], ddof=1))
+    assert 0.9 < gap < 1.1 and 2.1 < margin < 2.2 and gap <= margin
+
+
 def test_filter_sizes_rule():
     def row(block, seeds, params):
         return {"block": block, "top1_seeds": seeds, "params": params}

@@ -12,9 +12,12 @@ from jaxcnn import counting, models
 
 # Medium: He et al.'s depths 20 and 56 at half their widths (8, 16, 32) on CIFAR-10 resized
 # to 16x16 (stages at 16, 8, 4), 4 runs x 3 seeds of 4,000 steps of 128 (10.2 epochs),
-# momentum SGD 0.05 with cosine decay: one seed's 4 runs took 24 min on 2 quiet cores. At 32x32 the
-# four runs would take about 2 h 50 min (narrow layers use the CPU poorly: resnet56 at widths
-# 8-32 and 32x32 trains at ~140 img/s).
+# momentum SGD 0.05 with cosine decay. --estimate_steps=20 (2026-12-03): 1 h 27 min of training
+# for the 12 runs at the reference speed (resnet20_cifar 270 img/s); one seed's 4 runs took
+# 24 min on 2026-11-26. This machine's speed varies by about 2x between sessions at the same
+# load: the 3 seeds' runs took 3 h 42 min in all on 2026-12-02 (most beside another table).
+# At 32x32 the four runs would take about 2 h 50 min a seed (narrow layers use the CPU
+# poorly: resnet56 at widths 8-32 and 32x32 trains at ~140 img/s).
 MEDIUM_STEPS = 4000
 MEDIUM_TRAINING = (f"{MEDIUM},image_size=(16,16),train_steps={MEDIUM_STEPS},"
                    "learning_rate=0.05,weight_decay=0.0001,warmup_steps=200")
@@ -33,10 +36,11 @@ TRAINING_BUDGETS: dict[str, Budget] = {
                    settings={"depths": (20, 56), "widths": (16, 32, 64)}),
     "medium": Budget(MEDIUM_TRAINING, settings={
         "depths": (20, 56), "widths": (8, 16, 32), "seeds": (0, 1, 2),
-        "estimate": "about 72 min on 2 quiet CPU cores (3 x the 24 min one seed's 4 runs "
-                    "took, 2026-11-26; 43-52 min per seed by --estimate_steps)",
+        "estimate": "about 90 min on 2 quiet CPU cores at the reference speed (1:27:11 of "
+                    "training by --estimate_steps=20 on 2026-12-03, plus data loading; one "
+                    "seed's 4 runs took 24 min on 2026-11-26), up to 2x more on a slow day",
         "note": "medium budget: half the paper's widths, 16x16 inputs and 10 epochs so that "
-                "each seed's 4 runs train in about 25 min on 2 quiet CPU cores",
+                "each seed's 4 runs train in about 30 min on 2 quiet CPU cores",
         "limits": "this budget trains 10 epochs at 16x16 and half the paper's widths, against "
                   "He et al.'s 164 epochs at 32x32, and a budget that could separate the means "
                   "does not fit the hour on 2 CPU cores: 32x32 alone would take about 2 h 50 "
