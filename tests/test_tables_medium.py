@@ -94,7 +94,7 @@ def test_residual_vs_plain_committed_medium_record():
     # residual-56 is 1.0 point lower, inside 2 x 1.08, so that half is not shown.
     errors = {"plain-20": [47.70, 47.39, 48.69], "residual-20": [40.06, 38.96, 40.00],
               "plain-56": [69.70, 72.12, 70.06], "residual-56": [39.84, 38.54, 37.70]}
-    outcomes, lines = residual_vs_plain.residual_vs_plain_verdict(errors, (20, 56))
+    outcomes = residual_vs_plain.residual_vs_plain_verdict(errors, (20, 56))[0]
     assert outcomes == ["shown", "not shown"]
     assert harness.combine(outcomes) == "not shown"
     gap = np.mean(errors["residual-20"]) - np.mean(errors["residual-56"])

@@ -12,12 +12,10 @@ from jaxcnn import counting, models
 
 # Medium: He et al.'s depths 20 and 56 at half their widths (8, 16, 32) on CIFAR-10 resized
 # to 16x16 (stages at 16, 8, 4), 4 runs x 3 seeds of 4,000 steps of 128 (10.2 epochs),
-# momentum SGD 0.05 with cosine decay. --estimate_steps=20 (2026-12-03): 1 h 27 min of training
-# for the 12 runs at the reference speed (resnet20_cifar 270 img/s); one seed's 4 runs took
-# 24 min on 2026-11-26. This machine's speed varies by about 2x between sessions at the same
-# load: the 3 seeds' runs took 3 h 42 min in all on 2026-12-02 (most beside another table).
-# At 32x32 the four runs would take about 2 h 50 min a seed (narrow layers use the CPU
-# poorly: resnet56 at widths 8-32 and 32x32 trains at ~140 img/s).
+# momentum SGD 0.05 with cosine decay; its wall time is the budget's "estimate" below (this
+# machine's speed varies about 2x between sessions at the same load). At 32x32 the four runs
+# would take about 2 h 50 min a seed (narrow layers use the CPU poorly: resnet56 at widths
+# 8-32 and 32x32 trains at ~140 img/s).
 MEDIUM_STEPS = 4000
 MEDIUM_TRAINING = (f"{MEDIUM},image_size=(16,16),train_steps={MEDIUM_STEPS},"
                    "learning_rate=0.05,weight_decay=0.0001,warmup_steps=200")
